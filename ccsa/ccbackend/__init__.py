@@ -1,0 +1,1 @@
+"""Everything ccsa sends to cc-backend: strict request bodies and the async REST client."""

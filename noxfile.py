@@ -1,0 +1,70 @@
+"""nox sessions: tests, lint, typing, bench, demo, soak, integration.
+
+``nox -s tests`` is what CI runs (``.ci/run``). Sessions install the project with the extras they
+need into their own virtualenv, so a fresh machine needs only ``pip install nox``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit, contract and end-to-end tests (real subprocesses, real HTTP, real nats-server)."""
+    session.install("-e", ".[test]")
+    args = session.posargs or ["-m", "not slurm and not soak", "-p", "no:cacheprovider"]
+    session.run("pytest", *args, env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the ccsa package."""
+    session.install("-e", ".[test]", "mypy>=1.11")
+    session.run("mypy", "--strict", "ccsa")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: prints tables with machine info, writes benchmarks/results/*.json."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The one-command demo: simulated Slurm + stand-in cc-backend + the daemon."""
+    session.install("-e", ".[test]")
+    session.run("cc-slurm-adapter", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Long fault-injection soak (tens of thousands of jobs)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "soak", "-p", "no:cacheprovider", *session.posargs,
+                env={"CCSA_SOAK": "long"})
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Against a real Slurm 24.11 test bed (needs root and the Debian mirror)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "slurm", "-p", "no:cacheprovider", "-v", *session.posargs,
+                env={"CCSA_SLURM_TESTBED": os.environ.get("CCSA_SLURM_TESTBED", "1")})

@@ -1,0 +1,49 @@
+"""Shared fixtures: the ../shared reference directory, a clean environment, a trustme CA."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """The shared reference folder (``../shared`` beside the checkout), or None if absent."""
+    env = os.environ.get("CCSA_SHARED_DIR")
+    path = Path(env) if env else REPO.parent / "shared"
+    return path if (path / "docs").is_dir() else None
+
+
+def require_shared() -> Path:
+    """Return ../shared; skip (or fail under CI=true) when it is missing."""
+    path = shared_dir()
+    if path is None:
+        reason = (
+            f"../shared not found beside {REPO} (set CCSA_SHARED_DIR): the real Slurm fixtures "
+            "and cc-backend spec live there"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return require_shared()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No proxies or CA overrides leak into HTTP tests; no systemd sockets into daemon tests."""
+    for var in (
+        "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+        "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "NOTIFY_SOCKET", "WATCHDOG_USEC",
+        "WATCHDOG_PID", "JOURNAL_STREAM",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    yield
