@@ -1,0 +1,1 @@
+"""ccsa's benchmarks: ``nox -s bench`` (or ``python -m benchmarks [NAME...]``)."""

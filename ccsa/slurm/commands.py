@@ -1,0 +1,287 @@
+"""Typed high-level Slurm calls: build the argv, run it through the SlurmRunner, decode the views.
+
+Every call goes through ``SlurmRunner.run`` (one limiter, timeout, TZ=UTC). Job-id lists are
+chunked well below the kernel's per-argument limit (``MAX_ARG_STRLEN`` = 128 KiB) and the chunks
+run concurrently under the runner's limiter; results are merged and filtered to the ids asked for.
+Fewer subprocesses than upstream: ``scontrol show job`` text of many jobs comes from one call and
+is split per job; batch scripts are fetched concurrently.
+
+Slurm quirks handled here (slurm-json.md §1, §11):
+
+* ``squeue``/``sinfo`` print ``CLUSTER: name`` before the JSON whenever ``--cluster`` is given
+  unless ``--noheader``; we pass ``--noheader`` and strip such a line defensively anyway.
+* ``squeue -j ID`` with exactly one unknown id exits 1 (``Invalid job id specified``, no JSON);
+  that is an empty answer, not an error. Same for ``scontrol show job ID`` in text mode.
+* ``sacct -j MASTER`` returns every task of an array (and every component of a het job):
+  records are kept when their own id, their array master id or their het leader id was asked for.
+* ``sacct -S/-E`` without ``-s`` returns every job that existed in any state during the window,
+  selected by slurmdbd on its eligible/start/end times. A job cancelled while its ``--begin`` was
+  still in the future has an eligible time after its end and only shows up in a window that
+  reaches its eligible time (24.11 test bed, job 7); ``sacct_jobs`` (``-j``) finds it regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
+
+import trio
+
+from ccsa.errors import SlurmCommandError, SlurmError
+from ccsa.slurm import sacct, sacctmgr, sinfo, squeue
+from ccsa.slurm.runner import SlurmRunner
+from ccsa.slurm.sacct import SacctDoc, SacctJob
+from ccsa.slurm.sacctmgr import ClustersDoc, UsersDoc
+from ccsa.slurm.scontrol_text import split_records
+from ccsa.slurm.sinfo import SinfoDoc
+from ccsa.slurm.squeue import QueueDoc, QueueJob
+from ccsa.slurm.types import num
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "Slurm", "slurm_time", "strip_cluster_header"]
+
+log = logging.getLogger(__name__)
+
+#: Job ids per ``-j`` argument: at most ~11 bytes each, so ~11 KB, far below 128 KiB.
+DEFAULT_CHUNK_SIZE = 1000
+_INVALID_JOB_ID = "Invalid job id specified"
+
+T = TypeVar("T")
+
+
+def strip_cluster_header(data: bytes) -> bytes:
+    """Drop a leading ``CLUSTER: name`` line that squeue/sinfo print with ``--cluster``."""
+    head = data.lstrip()
+    if head.startswith(b"CLUSTER:"):
+        newline = head.find(b"\n")
+        return b"" if newline < 0 else head[newline + 1 :]
+    return data
+
+
+def slurm_time(when: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC (the runner runs Slurm with TZ=UTC); naive means UTC."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _label(cmd: str, args: Sequence[str]) -> str:
+    """A short command text for error messages: long id lists are elided."""
+    parts = [cmd]
+    for arg in args:
+        parts.append(arg if len(arg) <= 60 else f"{arg[:40]}...({arg.count(',') + 1} ids)")
+    return " ".join(parts)
+
+
+def _unique(ids: Collection[int]) -> list[int]:
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+class Slurm:
+    """The Slurm commands ccsa runs, each returning decoded view Structs."""
+
+    def __init__(self, runner: SlurmRunner, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.runner = runner
+        self.chunk_size = chunk_size
+
+    def _chunks(self, ids: Collection[int]) -> list[list[int]]:
+        unique = _unique(ids)
+        size = self.chunk_size
+        return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+    async def _json(self, cmd: str, args: Sequence[str]) -> tuple[bytes, str]:
+        data = await self.runner.run(cmd, args)
+        return strip_cluster_header(data), _label(cmd, args)
+
+    # -- sacctmgr ---------------------------------------------------------------------------
+
+    async def clusters(self) -> ClustersDoc:
+        """``sacctmgr list clusters --noheader --json``: version check and cluster names."""
+        data, label = await self._json("sacctmgr", ["list", "clusters", "--noheader", "--json"])
+        return sacctmgr.decode(data, command=label)
+
+    async def user(self, name: str) -> UsersDoc:
+        """``sacctmgr show user NAME --json``: permission check."""
+        data, label = await self._json("sacctmgr", ["show", "user", name, "--json"])
+        return sacctmgr.decode_users(data, command=label)
+
+    # -- sacct ------------------------------------------------------------------------------
+
+    async def sacct_window(self, cluster: str, start: datetime, end: datetime) -> SacctDoc:
+        """Every job that existed in [start, end] (any state), times sent in UTC."""
+        args = [
+            "--cluster", cluster, "--allusers",
+            "--starttime", slurm_time(start), "--endtime", slurm_time(end),
+            "--json",
+        ]  # fmt: skip
+        data, label = await self._json("sacct", args)
+        return sacct.decode(data, command=label)
+
+    async def sacct_jobs(self, cluster: str, ids: Sequence[int]) -> SacctDoc:
+        """sacct records of ``ids`` (plus the tasks/components of asked array/het ids)."""
+        chunks = self._chunks(ids)
+        if not chunks:
+            return SacctDoc()
+
+        async def one(chunk: list[int]) -> SacctDoc:
+            args = ["--cluster", cluster, "-j", ",".join(map(str, chunk)), "--json"]
+            data, label = await self._json("sacct", args)
+            return sacct.decode(data, command=label)
+
+        docs = await _gather([partial(one, c) for c in chunks])
+        asked = set(_unique(ids))
+        jobs: list[SacctJob] = []
+        seen: set[int] = set()
+        for doc in docs:
+            chunk_seen: set[int] = set()
+            for job in doc.jobs:
+                if job.job_id in seen or not _sacct_asked(job, asked):
+                    continue
+                chunk_seen.add(job.job_id)
+                jobs.append(job)
+            seen |= chunk_seen
+        return SacctDoc(jobs=jobs, meta=docs[0].meta)
+
+    # -- squeue -----------------------------------------------------------------------------
+
+    async def squeue_all(self, cluster: str) -> QueueDoc:
+        """``squeue --noheader --cluster C --all --json``: every pending/running job."""
+        args = ["--noheader", "--cluster", cluster, "--all", "--json"]
+        data, label = await self._json("squeue", args)
+        return squeue.decode(data, command=label)
+
+    async def squeue_jobs(self, cluster: str, ids: Sequence[int]) -> list[QueueJob]:
+        """squeue records of ``ids`` still pending/running (unknown ids are simply absent)."""
+        chunks = self._chunks(ids)
+
+        async def one(chunk: list[int]) -> list[QueueJob]:
+            args = ["--noheader", "--cluster", cluster, "-j", ",".join(map(str, chunk)), "--json"]
+            try:
+                data, label = await self._json("squeue", args)
+            except SlurmCommandError as exc:
+                if len(chunk) == 1 and exc.returncode == 1 and _INVALID_JOB_ID in exc.stderr:
+                    return []
+                raise
+            return squeue.decode(data, command=label).jobs
+
+        results = await _gather([partial(one, c) for c in chunks])
+        return _filter_queue_jobs(results, set(_unique(ids)))
+
+    # -- scontrol ---------------------------------------------------------------------------
+
+    async def scontrol_jobs_json(self, cluster: str, ids: Collection[int]) -> list[QueueJob]:
+        """``scontrol --cluster C show job --json`` (all jobs, one call) filtered to ``ids``.
+
+        Unlike squeue it also returns jobs that finished less than MinJobAge ago.
+        """
+        asked = set(_unique(ids))
+        if not asked:
+            return []
+        args = ["--cluster", cluster, "show", "job", "--json"]
+        data, label = await self._json("scontrol", args)
+        return _filter_queue_jobs([squeue.decode(data, command=label).jobs], asked)
+
+    async def scontrol_show_jobs_text(self, cluster: str, ids: Collection[int]) -> dict[int, str]:
+        """Per-job ``scontrol show job`` text records of ``ids`` (missing ids are absent).
+
+        One id: ``scontrol --cluster C show job ID``; several: one ``show job`` of all jobs,
+        split per JobId (upstream runs one scontrol per job).
+        """
+        asked = _unique(ids)
+        if not asked:
+            return {}
+        args = ["--cluster", cluster, "show", "job"]
+        if len(asked) == 1:
+            args.append(str(asked[0]))
+        try:
+            data = await self.runner.run("scontrol", args)
+        except SlurmCommandError as exc:
+            if len(asked) == 1 and _INVALID_JOB_ID in exc.stderr:
+                return {}
+            raise
+        records = split_records(data.decode("utf-8", errors="replace"))
+        return {i: records[i] for i in asked if i in records}
+
+    async def batch_script(self, cluster: str, job_id: int) -> str | None:
+        """``scontrol --cluster C write batch_script ID -``; None if Slurm cannot give it."""
+        args = ["--cluster", cluster, "write", "batch_script", str(job_id), "-"]
+        try:
+            data = await self.runner.run("scontrol", args)
+        except SlurmError as exc:
+            log.debug("no batch script for job %d on %s: %s", job_id, cluster, exc)
+            return None
+        return data.decode("utf-8", errors="replace")
+
+    async def batch_scripts(self, cluster: str, ids: Collection[int]) -> dict[int, str]:
+        """Batch scripts of ``ids`` fetched concurrently (under the limiter); failures absent."""
+        scripts: dict[int, str] = {}
+
+        async def one(job_id: int) -> None:
+            text = await self.batch_script(cluster, job_id)
+            if text is not None:
+                scripts[job_id] = text
+
+        async with trio.open_nursery() as nursery:
+            for job_id in _unique(ids):
+                nursery.start_soon(one, job_id)
+        return {i: scripts[i] for i in _unique(ids) if i in scripts}
+
+    # -- sinfo ------------------------------------------------------------------------------
+
+    async def sinfo(self, cluster: str) -> SinfoDoc:
+        """``sinfo --cluster C --noheader --json``: node states and allocations."""
+        data, label = await self._json("sinfo", ["--cluster", cluster, "--noheader", "--json"])
+        return sinfo.decode(data, command=label)
+
+
+def _sacct_asked(job: SacctJob, asked: set[int]) -> bool:
+    if job.job_id in asked:
+        return True
+    master = num(job.array.job_id)
+    if master and master in asked:
+        return True
+    leader = num(job.het.job_id)
+    return bool(leader) and leader in asked
+
+
+def _filter_queue_jobs(results: list[list[QueueJob]], asked: set[int]) -> list[QueueJob]:
+    jobs: list[QueueJob] = []
+    seen: set[int] = set()
+    for chunk_jobs in results:
+        for job in chunk_jobs:
+            if job.job_id in seen:
+                continue
+            master = num(job.array_job_id)
+            leader = num(job.het_job_id)
+            if job.job_id in asked or (master and master in asked) or (leader and leader in asked):
+                seen.add(job.job_id)
+                jobs.append(job)
+    return jobs
+
+
+async def _gather(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run calls concurrently; results in call order; the first SlurmError cancels the rest.
+
+    Raises that SlurmError itself (not an ExceptionGroup), so callers can ``except SlurmError``.
+    """
+    results: list[T | None] = [None] * len(calls)
+    errors: list[SlurmError] = []
+
+    async with trio.open_nursery() as nursery:
+
+        async def run(index: int, call: Callable[[], Awaitable[T]]) -> None:
+            try:
+                results[index] = await call()
+            except SlurmError as exc:
+                errors.append(exc)
+                nursery.cancel_scope.cancel()
+
+        for index, call in enumerate(calls):
+            nursery.start_soon(run, index, call)
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
