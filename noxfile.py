@@ -58,13 +58,28 @@ def demo(session: nox.Session) -> None:
 def soak(session: nox.Session) -> None:
     """Long fault-injection soak (tens of thousands of jobs)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "soak", "-p", "no:cacheprovider", *session.posargs,
-                env={"CCSA_SOAK": "long"})
+    session.run(
+        "pytest",
+        "-m",
+        "soak",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"CCSA_SOAK": "long"},
+    )
 
 
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Against a real Slurm 24.11 test bed (needs root and the Debian mirror)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "slurm", "-p", "no:cacheprovider", "-v", *session.posargs,
-                env={"CCSA_SLURM_TESTBED": os.environ.get("CCSA_SLURM_TESTBED", "1")})
+    session.run(
+        "pytest",
+        "-m",
+        "slurm",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        *session.posargs,
+        env={"CCSA_SLURM_TESTBED": os.environ.get("CCSA_SLURM_TESTBED", "1")},
+    )

@@ -10,7 +10,7 @@
      │    └── SlurmDecodeError      the output is not the JSON we expect (JSON path, version)
      ├── BackendError           talking to cc-backend failed
      │    ├── BackendUnavailable    transport error, timeout, 5xx: try again later
-     │    └── BackendRejected       4xx that will not change by retrying (status + cc-backend's text)
+     │    └── BackendRejected       4xx that retrying will not change (status + cc-backend's text)
      ├── PublishError           NATS publish failed (connection down, timeout)
      ├── StateError             the durable state store cannot be opened or written
      └── DaemonError            the daemon cannot start (PID file, socket, Slurm version)
@@ -91,7 +91,7 @@ class SlurmDecodeError(SlurmError):
         parts = [f"{command}: cannot decode output"]
         if path:
             parts.append(f"at {path}")
-        origin = ", ".join(x for x in (f"Slurm {version}" if version else "", data_parser or "") if x)
+        origin = ", ".join(x for x in (f"Slurm {version}" if version else "", data_parser) if x)
         text = " ".join(parts) + f": {message}"
         if origin:
             text += f" ({origin})"
