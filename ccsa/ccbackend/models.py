@@ -35,7 +35,7 @@ VALID_STOP_STATES: frozenset[str] = frozenset(
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class Resource(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+class Resource(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     """One node of a job: OS processor ids and accelerator ids (PCI addresses)."""
 
     hostname: str
@@ -43,7 +43,9 @@ class Resource(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     accelerators: list[str] | None = None
 
 
-class StartJob(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True):
+class StartJob(
+    msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True, gc=False
+):
     """Body of ``POST /api/jobs/start_job/`` (a subset of cc-lib's ``schema.Job``)."""
 
     job_id: NonNegative

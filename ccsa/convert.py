@@ -1,0 +1,548 @@
+"""Slurm job and node views -> cc-backend start_job / stop_job / nodestate bodies (pure).
+
+No I/O and no trio/httpx: every function takes decoded views and returns strict msgspec bodies
+(``ccsa.ccbackend.models``) or a :class:`Skip` saying why a job is not sent.
+
+What ``resources[].hwthreads`` contains
+    cc-backend treats hwthreads as OS processor ids. Slurm's job_resources only says which
+    *cores* are allocated (socket index + core index within the socket). ccsa reports, like the
+    upstream adapter, the core id ``socket.index * cores_per_socket + core.index`` for every core
+    whose status starts with ``ALLOCATED`` and does not expand SMT siblings even when
+    ``threads_per_core`` > 1. On Linux x86 nodes CPU ``N`` for ``N < total cores`` is hardware
+    thread 0 of core ``N`` (siblings are numbered ``N + total cores``), so the ids are the first
+    thread of each allocated core; the sibling numbering is not universal (some ARM/POWER
+    systems number threads of a core consecutively), which is why ccsa does not guess it.
+    For the v0.0.40 shape (only allocated cores, socket-relative, no cores-per-socket count)
+    cores-per-socket is taken as the highest core index seen on that node + 1: exact for
+    single-socket allocations (the common case), a unique best effort otherwise (upstream does
+    not support v0.0.40 at all).
+
+Stop states
+    cc-backend v1.5 rejects states outside ``VALID_STOP_STATES`` with 400, so :func:`job_state`
+    maps: ``node_fail`` -> ``failed`` (upstream), ``requeued``/``requeue_fed``/``requeue_hold``/
+    ``revoked``/``stopped`` -> ``cancelled`` (the run was ended from outside; cc-backend issue #30:
+    stop the old run as failed or cancelled, the requeued run is a new job with a new start time),
+    ``special_exit``/``launch_failed`` -> ``failed``, ``resizing`` -> ``completed`` (the old
+    allocation ended normally), and a state that still says alive (pending/running/suspended)
+    or is unknown -> ``failed`` (ccsa cannot tell that it succeeded).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ccsa.ccbackend.models import (
+    VALID_STOP_STATES,
+    NodePayload,
+    NodeStateRequest,
+    Resource,
+    StartJob,
+    StopJob,
+)
+from ccsa.gres import GresError, gpu_count, gpu_indices, parse_tres
+from ccsa.hostlist import HostlistError, expand
+from ccsa.slurm.sacct import SacctJob, TresRec
+from ccsa.slurm.sinfo import SinfoDoc
+from ccsa.slurm.squeue import Alloc, QueueJob, SocketV40
+from ccsa.slurm.types import NO_VAL32_FLOOR, NV, first, flags, is_infinite, num
+
+log = logging.getLogger(__name__)
+
+SharedMode = Literal["none", "single_user", "multi_user"]
+
+_ALIVE = frozenset({"PENDING", "RUNNING", "SUSPENDED"})
+_REQUEUE_FLAGS = frozenset({"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"})
+_STATE_MAP = {
+    "node_fail": "failed",
+    "failure": "failed",
+    "requeued": "cancelled",
+    "requeue_fed": "cancelled",
+    "requeue_hold": "cancelled",
+    "revoked": "cancelled",
+    "stopped": "cancelled",
+    "special_exit": "failed",
+    "launch_failed": "failed",
+    "resizing": "completed",
+}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """The parts of the configuration conversion needs (kept apart so convert is testable alone).
+
+    ``gpu_pci_addrs``: (compiled host regex, PCI addresses in NVML order), first match wins.
+    ``ignore_hosts``: a job is dropped when *all* its hosts match (``re.search``, like Go's
+    ``MatchString``); node state drops every matching host.
+    """
+
+    gpu_pci_addrs: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = ()
+    ignore_hosts: re.Pattern[str] | None = None
+    #: Hosts already warned about (matching no gpuPciAddrs regex): the warning comes once.
+    unmapped_warned: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ConvertOptions:
+        """Build from a ``ccsa.config.Config`` (``gpu_pci_addrs`` items have .pattern/.addrs)."""
+        maps = tuple((m.pattern, tuple(m.addrs)) for m in cfg.gpu_pci_addrs)
+        return cls(gpu_pci_addrs=maps, ignore_hosts=cfg.ignore_hosts)
+
+    def pci_list(self, host: str) -> tuple[str, ...] | None:
+        """The PCI list of the first regex matching ``host`` (``re.search``), None if none."""
+        for pattern, addrs in self.gpu_pci_addrs:
+            if pattern.search(host):
+                return addrs
+        return None
+
+    def ignored(self, host: str) -> bool:
+        return self.ignore_hosts is not None and self.ignore_hosts.search(host) is not None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A job that is deliberately not sent to cc-backend, and why."""
+
+    job_id: int
+    reason: str
+
+
+# --------------------------------------------------------------------------- sacct facts
+
+
+def _valid_time(value: int | None) -> int | None:
+    if value is None or value == 0 or value >= NO_VAL32_FLOOR:
+        return None
+    return value
+
+
+def _no_nodes(nodes: str) -> bool:
+    return not nodes.strip() or nodes.strip().lower() == "none assigned"
+
+
+def start_time(acct: SacctJob) -> int | None:
+    """The job's start (epoch s), None when it never started (0, NO_VAL, or no nodes)."""
+    if _no_nodes(acct.nodes):
+        return None
+    return _valid_time(num(acct.time.start))
+
+
+def job_key(acct: SacctJob) -> tuple[str, int, int]:
+    """(cluster, job id, start time or 0): cc-backend's identity of one run of a job."""
+    return (acct.cluster, acct.job_id, start_time(acct) or 0)
+
+
+def is_finished(acct: SacctJob) -> bool:
+    """True when the run is over: end time set and the state no longer alive.
+
+    A record that is PENDING/RUNNING/SUSPENDED with an end time is only finished when it
+    carries a requeue flag (the old run of a requeued job); slurmdbd's lag after a start shows
+    ``PENDING`` with a start time but no end, which is *not* finished.
+    """
+    end = _valid_time(num(acct.time.end))
+    if end is None:
+        return False
+    states = flags(acct.state.current)
+    base = states[0] if states else ""
+    return base not in _ALIVE or any(s in _REQUEUE_FLAGS for s in states)
+
+
+def _count(value: int | str | NV) -> int:
+    if type(value) is int:
+        return value if value > 0 else 0
+    if isinstance(value, str):
+        return int(value) if value.isdigit() else 0
+    return num(value) or 0
+
+
+def _scan_tres(recs: list[TresRec]) -> tuple[int, int]:
+    """(cpu, gpu) of one TRES list: ``gres``/``gpu``, else the sum of typed ``gpu:xxx``."""
+    cpus = gpus = typed = 0
+    plain = False
+    for rec in recs:
+        kind = rec.type
+        if kind == "cpu":
+            cpus = _count(rec.count)
+        elif kind == "gres":
+            name = rec.name
+            if name == "gpu":
+                gpus, plain = _count(rec.count), True
+            elif name.startswith("gpu:"):
+                typed += _count(rec.count)
+    return cpus, (gpus if plain else typed)
+
+
+def tres_counts(acct: SacctJob) -> tuple[int, int]:
+    """(numHwthreads, numAcc) from sacct TRES: allocated, then requested; CPUs fall back to
+    ``required.CPUs``. GPUs: ``gres``/``gpu``, else the sum of typed ``gpu:xxx`` entries."""
+    cpus, gpus = _scan_tres(acct.tres.allocated)
+    if not cpus or not gpus:
+        req_cpus, req_gpus = _scan_tres(acct.tres.requested)
+        cpus = cpus or req_cpus
+        gpus = gpus or req_gpus
+    return cpus or num(acct.required.CPUs) or 0, gpus
+
+
+def num_hwthreads(acct: SacctJob) -> int:
+    """CPU count: TRES allocated ``cpu``, then requested, then ``required.CPUs``."""
+    return tres_counts(acct)[0]
+
+
+def num_acc(acct: SacctJob) -> int:
+    """GPU count from TRES: ``gres``/``gpu``, else the sum of typed ``gpu:xxx`` entries."""
+    return tres_counts(acct)[1]
+
+
+def host_resources(acct: SacctJob) -> list[Resource]:
+    """Fallback resources: hostnames only, from sacct's ``nodes`` hostlist (expanded in order)."""
+    if _no_nodes(acct.nodes):
+        return []
+    try:
+        return [Resource(hostname=h) for h in expand(acct.nodes)]
+    except HostlistError as exc:
+        log.warning("job %d: cannot expand nodes %r: %s", acct.job_id, acct.nodes, exc)
+        return []
+
+
+# --------------------------------------------------------------------------- squeue facts
+
+
+def _core_ids_v41(alloc: Alloc) -> list[int]:
+    sockets = alloc.sockets
+    if not sockets:
+        return []
+    per_socket = len(sockets[0].cores)
+    ids: list[int] = []
+    for socket in sockets:
+        base = socket.index * per_socket
+        ids.extend(
+            [base + c.index for c in socket.cores if c.status and c.status[0] == "ALLOCATED"]
+        )
+    return ids
+
+
+def _core_ids_v40(sockets: dict[str, SocketV40]) -> list[int]:
+    pairs = [(int(s), int(c)) for s, sock in sockets.items() for c in sock.cores]
+    if not pairs:
+        return []
+    per_socket = max(c for _, c in pairs) + 1
+    return sorted({s * per_socket + c for s, c in pairs})
+
+
+def _accelerators(job: QueueJob, host: str, index: int, opts: ConvertOptions) -> list[str]:
+    if index < len(job.gres_detail):
+        try:
+            indices = gpu_indices(job.gres_detail[index])
+        except GresError as exc:
+            log.warning("job %d: host %s: cannot parse gres_detail: %s", job.job_id, host, exc)
+            return []
+        if not indices:
+            return []
+        addrs = opts.pci_list(host)
+        if addrs is None:
+            if host not in opts.unmapped_warned:
+                opts.unmapped_warned.add(host)
+                log.warning(
+                    "job %d: host %s matches no gpuPciAddrs regex: its GPUs are not reported"
+                    " (warned once per host)",
+                    job.job_id,
+                    host,
+                )
+            return []
+        out: list[str] = []
+        for i in indices:
+            if i < len(addrs):
+                out.append(addrs[i])
+            else:
+                log.warning(
+                    "job %d: host %s: GPU index %d beyond the %d gpuPciAddrs entries: skipped",
+                    job.job_id,
+                    host,
+                    i,
+                    len(addrs),
+                )
+        return out
+    if job.comment.strip():
+        return [x.strip() for x in job.comment.split(",") if x.strip()]
+    return []
+
+
+def capture_resources(job: QueueJob, opts: ConvertOptions) -> list[Resource] | None:
+    """Per-node hwthreads and accelerators of a job slurmctld still knows; None without resources.
+
+    v0.0.41+: one Resource per ``job_resources.nodes.allocation[]`` (its ``index`` selects the
+    ``gres_detail`` entry); v0.0.40: one per ``allocated_nodes[]`` in node-list order. See the
+    module docstring for what the hwthread ids mean.
+    """
+    res = job.job_resources
+    if res is None:
+        return None
+    out: list[Resource] = []
+    if res.nodes is not None and not isinstance(res.nodes, str) and res.nodes.allocation:
+        for alloc in res.nodes.allocation:
+            hw = _core_ids_v41(alloc)
+            acc = _accelerators(job, alloc.name, alloc.index, opts)
+            out.append(
+                Resource(hostname=alloc.name, hwthreads=hw or None, accelerators=acc or None)
+            )
+        return out
+    if res.allocated_nodes:
+        for pos, node in enumerate(res.allocated_nodes):
+            hw = _core_ids_v40(node.sockets)
+            acc = _accelerators(job, node.nodename, pos, opts)
+            out.append(
+                Resource(hostname=node.nodename, hwthreads=hw or None, accelerators=acc or None)
+            )
+        return out
+    return None
+
+
+def shared_mode(queue: QueueJob | None) -> SharedMode:
+    """cc-backend's ``shared``: exclusive/``none`` -> none, ``user`` -> single_user, else multi."""
+    if queue is None:
+        return "multi_user"
+    if "true" in flags(queue.exclusive):
+        return "none"
+    values = flags(queue.shared)
+    if "none" in values:
+        return "none"
+    if "user" in values:
+        return "single_user"
+    return "multi_user"
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _walltime(limit: int | NV | None) -> int:
+    if limit is None or is_infinite(limit):
+        return 0
+    minutes = num(limit)
+    return minutes * 60 if minutes is not None and minutes < NO_VAL32_FLOOR else 0
+
+
+def _meta(
+    name: str, submit: int | None, slurm_info: str | None, script: str | None
+) -> dict[str, str]:
+    meta = {"jobName": name}
+    if slurm_info:
+        meta["slurmInfo"] = slurm_info
+    if script:
+        meta["jobScript"] = script
+    if submit is not None:
+        meta["submitTime"] = str(submit)
+    return meta
+
+
+def _check_hosts(job_id: int, resources: list[Resource], opts: ConvertOptions) -> Skip | None:
+    if not resources:
+        return Skip(job_id, "no allocated nodes known")
+    if opts.ignore_hosts is not None and all(opts.ignored(r.hostname) for r in resources):
+        hosts = ",".join(r.hostname for r in resources)
+        return Skip(job_id, f"all hosts match ignoreHosts ({hosts})")
+    return None
+
+
+def _gpu_total(resources: list[Resource]) -> int:
+    return sum(len(r.accelerators or ()) for r in resources)
+
+
+def start_body(
+    acct: SacctJob,
+    *,
+    resources: list[Resource] | None,
+    queue: QueueJob | None = None,
+    slurm_info: str | None = None,
+    job_script: str | None = None,
+    opts: ConvertOptions,
+) -> StartJob | Skip:
+    """The start_job body of one sacct record (captured resources preferred over host names).
+
+    ``job_script`` falls back to sacct's ``script`` field. numAcc comes from TRES; when TRES has
+    no GPU entry (no ``AccountingStorageTRES=gres/gpu``) it falls back to the queue job's
+    ``tres_alloc_str``, then to the number of accelerators found, so GPU metrics are not lost.
+    """
+    start = start_time(acct)
+    if start is None:
+        return Skip(acct.job_id, f"never started (time.start={num(acct.time.start)})")
+    res = resources if resources else host_resources(acct)
+    skip = _check_hosts(acct.job_id, res, opts)
+    if skip is not None:
+        return skip
+    user = acct.user or (queue.user_name if queue is not None else "")
+    if not user:
+        return Skip(acct.job_id, "no user name (uid not resolvable where sacct ran)")
+    cpus, gpus = tres_counts(acct)
+    acc = gpus or (_queue_gpus(queue) if queue is not None else 0) or _gpu_total(res)
+    return StartJob(
+        job_id=acct.job_id,
+        cluster=acct.cluster,
+        user=user,
+        project=acct.account,
+        num_nodes=len(res),
+        resources=res,
+        start_time=start,
+        shared=shared_mode(queue),
+        partition=acct.partition,
+        num_hwthreads=cpus,
+        num_acc=acc,
+        walltime=_walltime(acct.time.limit),
+        array_job_id=num(acct.array.job_id) or 0,
+        meta_data=_meta(
+            acct.name,
+            _valid_time(num(acct.time.submission)),
+            slurm_info,
+            job_script if job_script else acct.script,
+        ),
+    )
+
+
+def _tres_counts(queue: QueueJob) -> tuple[int, int]:
+    """(cpus, gpus) of a queue job from ``tres_alloc_str``, then ``tres_req_str``, then ``cpus``."""
+    cpus = gpus = 0
+    for text in (queue.tres_alloc_str, queue.tres_req_str):
+        if not text or (cpus and gpus):
+            continue
+        try:
+            tres = parse_tres(text)
+        except GresError:
+            continue
+        cpus = cpus or _plain_int(tres.get("cpu"))
+        gpus = gpus or _plain_int(tres.get("gres/gpu"))
+    return cpus or num(queue.cpus) or 0, gpus
+
+
+def _plain_int(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() else 0
+
+
+def _queue_gpus(queue: QueueJob) -> int:
+    return _tres_counts(queue)[1]
+
+
+def queue_start_time(queue: QueueJob) -> int | None:
+    """Start of a squeue/scontrol job, None while pending (its start_time is only a forecast)."""
+    if first(queue.job_state) == "PENDING" or not queue.nodes.strip():
+        return None
+    return _valid_time(num(queue.start_time))
+
+
+def queue_is_finished(queue: QueueJob) -> bool:
+    """From job_state only (``end_time`` is a projection for pending/running jobs)."""
+    states = flags(queue.job_state)
+    return bool(states) and states[0] not in _ALIVE and "COMPLETING" not in states
+
+
+def start_body_from_queue(
+    queue: QueueJob,
+    *,
+    resources: list[Resource] | None,
+    slurm_info: str | None = None,
+    job_script: str | None = None,
+    opts: ConvertOptions,
+) -> StartJob | Skip:
+    """start_job body from a squeue/scontrol job alone (no accounting record available)."""
+    start = queue_start_time(queue)
+    if start is None:
+        return Skip(queue.job_id, f"not started (state {first(queue.job_state) or 'unknown'})")
+    res = resources or []
+    if not res and queue.nodes.strip():
+        try:
+            res = [Resource(hostname=h) for h in expand(queue.nodes)]
+        except HostlistError as exc:
+            return Skip(queue.job_id, f"cannot expand nodes {queue.nodes!r}: {exc}")
+    skip = _check_hosts(queue.job_id, res, opts)
+    if skip is not None:
+        return skip
+    if not queue.user_name:
+        return Skip(queue.job_id, "no user name (uid not resolvable where squeue ran)")
+    cpus, gpus = _tres_counts(queue)
+    return StartJob(
+        job_id=queue.job_id,
+        cluster=queue.cluster,
+        user=queue.user_name,
+        project=queue.account,
+        num_nodes=len(res),
+        resources=res,
+        start_time=start,
+        shared=shared_mode(queue),
+        partition=queue.partition,
+        num_hwthreads=cpus,
+        num_acc=gpus or _gpu_total(res),
+        walltime=_walltime(queue.time_limit),
+        array_job_id=num(queue.array_job_id) or 0,
+        meta_data=_meta(queue.name, _valid_time(num(queue.submit_time)), slurm_info, job_script),
+    )
+
+
+def job_state(states: Iterable[str]) -> str:
+    """Map a Slurm state flag list onto a state cc-backend v1.5 accepts (module docstring)."""
+    values = [s.upper() for s in states]
+    base = values[0].lower() if values else ""
+    if base in _STATE_MAP:
+        return _STATE_MAP[base]
+    if base.upper() not in _ALIVE and base in VALID_STOP_STATES:
+        return base
+    if any(v in _REQUEUE_FLAGS for v in values):
+        return "cancelled"
+    return "failed"
+
+
+def stop_body(acct: SacctJob, start_time: int) -> StopJob:
+    """stop_job body; ``stopTime`` is clamped to ``>= start_time`` (cc-backend rejects less)."""
+    end = _valid_time(num(acct.time.end)) or 0
+    return StopJob(
+        job_id=acct.job_id,
+        cluster=acct.cluster,
+        job_state=job_state(flags(acct.state.current)),
+        stop_time=max(end, start_time),
+        start_time=start_time,
+    )
+
+
+def stop_body_from_queue(queue: QueueJob, start_time: int) -> StopJob:
+    """stop_job body from a finished squeue/scontrol job (no accounting record available)."""
+    end = _valid_time(num(queue.end_time)) or 0
+    return StopJob(
+        job_id=queue.job_id,
+        cluster=queue.cluster,
+        job_state=job_state(flags(queue.job_state)),
+        stop_time=max(end, start_time),
+        start_time=start_time,
+    )
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def node_state(doc: SinfoDoc, cluster: str, opts: ConvertOptions) -> NodeStateRequest:
+    """One NodePayload per node of ``sinfo --json`` (first group of a node wins).
+
+    sinfo groups sum CPUs over their nodes, so per-node allocated CPUs = group sum // node
+    count (as upstream); ``memory.allocated`` is already a per-node value; allocated GPUs come
+    from ``gres.used``; jobsRunning is not in sinfo and stays 0.
+    """
+    seen: dict[str, NodePayload] = {}
+    for group in doc.sinfo:
+        hosts = group.nodes.nodes
+        total = num(group.nodes.total) or len(hosts) or 1
+        try:
+            gpus = gpu_count(group.gres.used) if group.gres.used else 0
+        except GresError as exc:
+            log.warning("sinfo: cannot parse gres.used %r: %s", group.gres.used, exc)
+            gpus = 0
+        states = [s.lower() for s in flags(group.node.state)]
+        for host in hosts:
+            if host in seen or opts.ignored(host):
+                continue
+            seen[host] = NodePayload(
+                hostname=host,
+                states=states,
+                cpus_allocated=(num(group.cpus.allocated) or 0) // total,
+                memory_allocated=num(group.memory.allocated) or 0,
+                gpus_allocated=gpus,
+                jobs_running=0,
+            )
+    return NodeStateRequest(cluster=cluster, nodes=list(seen.values()))

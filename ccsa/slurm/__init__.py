@@ -1,0 +1,1 @@
+"""Narrow msgspec views of Slurm's ``--json`` documents (sacct, squeue, sinfo, sacctmgr)."""
