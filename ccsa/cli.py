@@ -31,6 +31,7 @@ SUBCOMMAND_WORDS = frozenset(
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("version", "ccsa.cli:version_command", "Print the ccsa version and exit."),
     ("demo", "ccsa.demo:demo_command", "Run simulated Slurm + stand-in cc-backend + the daemon."),
+    ("inspect", "ccsa.inspect:inspect_command", "Show what ccsa would send for saved Slurm JSON."),
     ("check", "ccsa.check:check_command", "Check config, Slurm, cc-backend, NATS; print fixes."),
     ("status", "ccsa.status:status_command", "Ask the running daemon for its state."),
     ("redrive", "ccsa.redrive:redrive_command", "List or re-send parked rejections."),

@@ -161,3 +161,22 @@ def run(
     finally:
         logger.removeHandler(handler)
     return 1 if failed else 0
+
+
+def inspect_command(*documents: str, config: str | None = None) -> int:
+    """Show what ccsa would send for saved Slurm JSON documents (sacct, squeue, scontrol, sinfo).
+
+    Prints one JSON object per line: ``start_job`` / ``stop_job`` bodies, ``skipped`` jobs with
+    the reason, ``error`` for documents that do not decode. Exit status 1 if any document failed.
+
+    Parameters
+    ----------
+    documents
+        Saved output of ``sacct --json``, ``squeue --json``, ``scontrol show job --json``, ...
+    config
+        Config file whose gpuPciAddrs / ignoreHosts to apply (optional).
+    """
+    if not documents:
+        sys.stderr.write("inspect: name at least one saved Slurm JSON document\n")
+        return 2
+    return run(list(documents), config)

@@ -157,3 +157,43 @@ def test_sinfo_document_gives_node_state(tmp_path: Path) -> None:
             },
         }
     ]
+
+
+def test_cli_inspect_subcommand(shared: Path, tmp_path: Path) -> None:
+    """`cc-slurm-adapter inspect -config FILE DOC` (upstream single-dash spelling) end to end."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "ccRestUrl": "http://127.0.0.1:1",
+                "ccRestJwt": "x",
+                "gpuPciAddrs": {"^node[0-9]+$": [f"00000000:{i:02X}:00.0" for i in range(1, 5)]},
+            }
+        )
+    )
+    cfg.chmod(0o600)
+    doc = shared / "fixtures/slurm/24.11-testbed/squeue.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ccsa", "inspect", "-config", str(cfg), str(doc)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    starts = {x["body"]["jobId"]: x["body"] for x in lines if x["kind"] == "start_job"}
+    # job 2 of the test bed holds GPUs IDX 0-1 on node1 -> the first two PCI addresses
+    assert starts[2]["resources"][0]["accelerators"] == ["00000000:01:00.0", "00000000:02:00.0"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "ccsa", "inspect"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
