@@ -1,0 +1,89 @@
+"""Fault injection for the simulated Slurm commands: which faults apply to a call (pure) and
+the real tools' error texts for outages.
+
+``pick()`` selects the active faults for a command at a simulated time and returns the fault
+list with counted faults decremented, so the caller can persist it under the lock.
+"""
+
+from __future__ import annotations
+
+from ccsa.sim.slurm.model import Fault
+
+KINDS = ("latency", "hang", "exit", "truncate", "garbage", "dbd_down", "ctld_down")
+DBD_COMMANDS = ("sacct", "sacctmgr")
+CTLD_COMMANDS = ("squeue", "scontrol", "sinfo")
+
+#: stderr of the real tools when slurmdbd / slurmctld cannot be reached (exit status 1)
+DBD_DOWN = {
+    "sacct": (
+        "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent "
+        "connection to host:slurmdbd:6819: Connection refused\n"
+        "sacct: error: Sending PersistInit msg: Connection refused\n"
+        "sacct: error: Problem talking to the database: Connection refused\n"
+    ),
+    "sacctmgr": (
+        "sacctmgr: error: slurm_persist_conn_open_without_init: failed to open persistent "
+        "connection to host:slurmdbd:6819: Connection refused\n"
+        "sacctmgr: error: Sending PersistInit msg: Connection refused\n"
+        "sacctmgr: error: Problem talking to the database: Connection refused\n"
+    ),
+}
+CTLD_DOWN = {
+    "squeue": "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
+    "scontrol": "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
+    "sinfo": "slurm_load_partitions: Unable to contact slurm controller (connect failure)\n",
+}
+
+
+def validate(f: Fault) -> None:
+    """Raise ValueError naming the problem if ``f`` cannot be applied."""
+    if f.kind not in KINDS:
+        raise ValueError(f"unknown fault kind {f.kind!r} (known: {', '.join(KINDS)})")
+    if f.command not in ("*", *DBD_COMMANDS, *CTLD_COMMANDS):
+        raise ValueError(f"unknown command {f.command!r} for fault {f.kind}")
+    if f.calls is not None and f.calls < 1:
+        raise ValueError("fault calls must be >= 1")
+    if f.kind == "latency" and f.seconds <= 0:
+        raise ValueError("latency fault needs seconds > 0")
+
+
+def _applies(f: Fault, command: str, now: float) -> bool:
+    if f.command not in ("*", command):
+        return False
+    if f.kind == "dbd_down" and command not in DBD_COMMANDS:
+        return False
+    if f.kind == "ctld_down" and command not in CTLD_COMMANDS:
+        return False
+    if f.start is not None and now < f.start:
+        return False
+    if f.end is not None and now >= f.end:
+        return False
+    return f.calls is None or f.calls > 0
+
+
+def pick(faults: list[Fault], command: str, now: float) -> tuple[list[Fault], list[Fault], bool]:
+    """Return (active faults for this call, remaining fault list, whether counters changed)."""
+    active: list[Fault] = []
+    remaining: list[Fault] = []
+    changed = False
+    for f in faults:
+        if _applies(f, command, now):
+            active.append(f)
+            if f.calls is not None:
+                changed = True
+                if f.calls > 1:
+                    remaining.append(
+                        Fault(
+                            kind=f.kind,
+                            command=f.command,
+                            seconds=f.seconds,
+                            exit_code=f.exit_code,
+                            message=f.message,
+                            calls=f.calls - 1,
+                            start=f.start,
+                            end=f.end,
+                        )
+                    )
+                continue
+        remaining.append(f)
+    return active, remaining, changed
