@@ -1,0 +1,283 @@
+"""Optional Prometheus text endpoint (``metricsListen``): the daemon's status snapshot as metrics.
+
+`SnapshotCollector` is a prometheus-client Collector that turns one status snapshot (the dict of
+``ccsa.daemon.supervisor.Daemon.status``) into metric families at scrape time, so there is no
+second set of counters to keep in step; `exposition` renders it with ``generate_latest``. `serve`
+is a tiny HTTP/1.1 server on trio (h11 does the parsing): prometheus-client's own servers are
+thread/WSGI based and would run beside the trio loop, reading the daemon's state from another
+thread. Every connection is bounded (size, time, count) and answers ``GET /metrics`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import h11
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from ccsa import sockaddr
+from ccsa.errors import ConfigError, DaemonError
+
+__all__ = ["CONTENT_TYPE", "SnapshotCollector", "exposition", "listen_address", "serve"]
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_REQUEST = 16 * 1024
+READ_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
+
+Snapshot = Callable[[], Mapping[str, Any]]
+
+#: counters of ``Stats`` exported as-is: (snapshot key, metric name, help)
+_COUNTERS = (
+    ("starts_delivered", "ccsa_starts_delivered", "Job starts cc-backend accepted (201)."),
+    ("stops_delivered", "ccsa_stops_delivered", "Job stops cc-backend accepted (200)."),
+    ("starts_done", "ccsa_starts_duplicate", "Starts cc-backend already had (422)."),
+    ("stops_done", "ccsa_stops_duplicate", "Stops cc-backend already had or did not know."),
+    ("without_resources", "ccsa_jobs_without_resources", "Starts delivered with host names only."),
+    ("transient_failures", "ccsa_transient_failures", "Deliveries retried (5xx, timeouts)."),
+    ("nats_published", "ccsa_nats_published", "Job events published on NATS."),
+    ("nats_failures", "ccsa_nats_failures", "NATS publishes that failed (retried)."),
+    ("starts_queued", "ccsa_starts_queued", "Starts put into the outbox."),
+    ("stops_queued", "ccsa_stops_queued", "Stops put into the outbox."),
+    ("sync_ticks", "ccsa_sync_ticks", "Successful per-cluster polls."),
+    ("prep_events", "ccsa_prep_events", "Prolog/Epilog hook events received."),
+    ("prep_dropped", "ccsa_prep_dropped", "Hook events dropped (queue or connections full)."),
+    ("prep_garbage", "ccsa_prep_garbage", "Unusable hook messages."),
+    ("stuck_stopped", "ccsa_stuck_stopped", "Jobs the stuck-job checker stopped."),
+    ("stuck_restarted", "ccsa_stuck_restarted", "Starts the stuck-job checker sent again."),
+    ("node_state_failures", "ccsa_node_state_failures", "Node state updates that failed."),
+)
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+class SnapshotCollector(Collector):
+    """Metric families built from one call of ``snapshot`` per scrape."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        counters = snap.get("counters") or {}
+        for key, name, text in _COUNTERS:
+            yield CounterMetricFamily(name, text, value=_num(counters.get(key)))
+        rejections = CounterMetricFamily(
+            "ccsa_rejections", "Deliveries cc-backend rejected, by HTTP status.", labels=["status"]
+        )
+        for status, count in sorted((counters.get("rejections") or {}).items()):
+            rejections.add_metric([str(status)], _num(count))
+        yield rejections
+        sync_failures = CounterMetricFamily(
+            "ccsa_sync_failures", "Failed polls, by cluster.", labels=["cluster"]
+        )
+        for cluster, count in sorted((counters.get("sync_failures") or {}).items()):
+            sync_failures.add_metric([str(cluster)], _num(count))
+        yield sync_failures
+
+        yield GaugeMetricFamily(
+            "ccsa_outbox_depth", "Deliveries waiting in the outbox.", value=_num(snap.get("outbox"))
+        )
+        yield GaugeMetricFamily(
+            "ccsa_parked", "Rejected deliveries parked for redrive.", value=_num(snap.get("parked"))
+        )
+        yield GaugeMetricFamily(
+            "ccsa_in_flight", "Deliveries being sent now.", value=_num(snap.get("in_flight"))
+        )
+        yield from self._clusters(snap.get("clusters") or {})
+        yield from self._slurm(snap.get("slurm_commands") or {})
+
+    @staticmethod
+    def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
+        mark = GaugeMetricFamily(
+            "ccsa_watermark_seconds",
+            "End of the last fully queued sacct window (epoch s), by cluster.",
+            labels=["cluster"],
+        )
+        last = GaugeMetricFamily(
+            "ccsa_last_sync_seconds",
+            "Wall time of the last successful sync (epoch s), by cluster.",
+            labels=["cluster"],
+        )
+        for name, info in sorted(clusters.items()):
+            if info.get("watermark") is not None:
+                mark.add_metric([name], _num(info["watermark"]))
+            if info.get("last_sync") is not None:
+                last.add_metric([name], _num(info["last_sync"]))
+        yield mark
+        yield last
+
+    @staticmethod
+    def _slurm(slurm: Mapping[str, Any]) -> Iterator[Metric]:
+        latency = SummaryMetricFamily(
+            "ccsa_slurm_command_seconds",
+            "Slurm command run time, by command.",
+            labels=["command"],
+        )
+        errors = CounterMetricFamily(
+            "ccsa_slurm_command_errors", "Failed Slurm commands, by command.", labels=["command"]
+        )
+        timeouts = CounterMetricFamily(
+            "ccsa_slurm_command_timeouts", "Slurm commands killed on timeout.", labels=["command"]
+        )
+        longest = GaugeMetricFamily(
+            "ccsa_slurm_command_max_seconds",
+            "Longest Slurm command run time, by command.",
+            labels=["command"],
+        )
+        for cmd, stats in sorted((slurm.get("commands") or {}).items()):
+            latency.add_metric(
+                [cmd], int(_num(stats.get("count"))), _num(stats.get("total_latency"))
+            )
+            errors.add_metric([cmd], _num(stats.get("errors")))
+            timeouts.add_metric([cmd], _num(stats.get("timeouts")))
+            longest.add_metric([cmd], _num(stats.get("max_latency")))
+        yield latency
+        yield errors
+        yield timeouts
+        yield longest
+        limiter = slurm.get("limiter") or {}
+        yield GaugeMetricFamily(
+            "ccsa_slurm_limiter_capacity",
+            "slurmMaxConcurrent.",
+            value=_num(limiter.get("capacity")),
+        )
+        yield GaugeMetricFamily(
+            "ccsa_slurm_limiter_in_use",
+            "Slurm commands running now.",
+            value=_num(limiter.get("in_use")),
+        )
+        yield GaugeMetricFamily(
+            "ccsa_slurm_limiter_waiting",
+            "Slurm commands waiting for the limiter.",
+            value=_num(limiter.get("waiting")),
+        )
+
+
+def exposition(snapshot: Snapshot) -> bytes:
+    """The Prometheus text format of one snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return generate_latest(registry)
+
+
+def listen_address(text: str) -> sockaddr.TcpAddr:
+    """``metricsListen`` (``HOST:PORT``, ``[::1]:PORT``, ``tcp:...``) as a TcpAddr."""
+    try:
+        addr = sockaddr.parse(text if text.lower().startswith("tcp:") else f"tcp:{text}")
+    except ValueError as exc:
+        raise ConfigError("config", f"{exc} (use HOST:PORT)", "metricsListen") from None
+    if not isinstance(addr, sockaddr.TcpAddr):
+        raise ConfigError("config", f"{text!r} must be a TCP HOST:PORT", "metricsListen")
+    return addr
+
+
+async def serve(
+    listen: str,
+    snapshot: Snapshot,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``GET /metrics`` on ``listen`` until cancelled; reports the bound addresses."""
+    addr = listen_address(listen)
+    try:
+        listeners = await trio.open_tcp_listeners(addr.port, host=addr.host or None)
+    except OSError as exc:
+        raise DaemonError(f"metricsListen {listen}: cannot listen: {exc.strerror}") from exc
+    bound = []
+    for ln in listeners:
+        host, port = ln.socket.getsockname()[:2]
+        bound.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    slots = trio.Semaphore(MAX_CONNECTIONS)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await stream.aclose()
+            return
+        try:
+            with trio.move_on_after(READ_TIMEOUT):
+                await _handle(stream, snapshot)
+        finally:
+            slots.release()
+            await trio.aclose_forcefully(stream)
+
+    log.info("metrics on http://%s/metrics", ", ".join(bound))
+    task_status.started(bound)
+    await trio.serve_listeners(handler, listeners)
+
+
+async def _handle(stream: trio.SocketStream, snapshot: Snapshot) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+    request: h11.Request | None = None
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            await _send(stream, conn, 400, b"bad request\n")
+            return
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(MAX_REQUEST)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            conn.receive_data(data)
+            if not data:
+                return
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    if request is None:
+        return
+    path = request.target.split(b"?", 1)[0]
+    if request.method not in (b"GET", b"HEAD"):
+        await _send(stream, conn, 405, b"only GET\n")
+    elif path not in (b"/metrics", b"/"):
+        await _send(stream, conn, 404, b"try /metrics\n")
+    else:
+        body = exposition(snapshot)
+        await _send(stream, conn, 200, b"" if request.method == b"HEAD" else body, CONTENT_TYPE)
+
+
+async def _send(
+    stream: trio.SocketStream,
+    conn: h11.Connection,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+) -> None:
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    try:
+        data = conn.send(h11.Response(status_code=status, headers=headers))
+        if data:
+            await stream.send_all(data)
+        if body:
+            data = conn.send(h11.Data(data=body))
+            if data:
+                await stream.send_all(data)
+        data = conn.send(h11.EndOfMessage())
+        if data:
+            await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        return

@@ -1,0 +1,315 @@
+"""`cc-slurm-adapter check` against the simulated Slurm (real subprocesses) and the stand-in
+cc-backend (real HTTP on loopback): every failure it detects is reported with its fix."""
+
+from __future__ import annotations
+
+import getpass
+import grp
+import io
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from nats_server import NatsServer
+
+from ccsa.check import (
+    DirInfo,
+    Finding,
+    exit_status,
+    gpu_regex_findings,
+    jwt_claims,
+    render,
+    run_checks,
+    socket_dir_findings,
+)
+from ccsa.config import Config, make_config
+from ccsa.sim.ccbackend import clusters
+from ccsa.sim.ccbackend.auth import AuthConfig
+from ccsa.sim.ccbackend.server import StandIn
+from ccsa.sim.ccbackend.state import Backend
+from ccsa.sim.slurm import SimCluster
+
+T0 = 1_700_000_000.0
+ROOT_GROUP = grp.getgrgid(os.getgid()).gr_name  # stands in for "slurm" on a test machine
+A100 = ["0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0"]
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimCluster:
+    return SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0)
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A directory the current group can search (pytest's own tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="ccsa-check-", dir="/tmp"))
+    path.chmod(0o750)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+class Backend_:
+    def __init__(self, standin: StandIn, auth: AuthConfig) -> None:
+        self.standin = standin
+        self.auth = auth
+        self.token = auth.issue(exp=time.time() + 86400)
+
+
+@pytest.fixture
+async def backend(nursery: trio.Nursery) -> Backend_:
+    auth = AuthConfig.generate()
+    standin = StandIn(Backend({"c1": clusters.minimal("c1")}), auth=auth)
+    await nursery.start(standin.serve)
+    return Backend_(standin, auth)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(sim: SimCluster, backend: Backend_, sock_dir: Path, **over: Any) -> Config:
+    values: dict[str, Any] = {
+        "cc_rest_url": backend.standin.url,
+        "cc_rest_jwt": backend.token,
+        "slurm_bin_dir": str(sim.bin_dir),
+        "prep_sock_connect_path": str(sock_dir / "daemon.sock"),
+        "prep_sock_listen_path": str(sock_dir / "daemon.sock"),
+        "gpu_pci_addrs": {"^cgpu": A100, "^chx": [*A100, "0000:e1:00.0", "0000:f1:00.0"]},
+    }
+    values.update(over)
+    return make_config(**values)
+
+
+async def check(cfg: Config) -> tuple[list[Finding], str]:
+    findings = await run_checks(cfg, slurm_group=ROOT_GROUP, nats_timeout=1.0)
+    out = io.StringIO()
+    render(findings, out, rich=False)
+    return findings, out.getvalue()
+
+
+def failed(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.check: f for f in findings if f.level == "fail"}
+
+
+async def test_everything_works(sim: SimCluster, backend: Backend_, sock_dir: Path) -> None:
+    findings, text = await check(config(sim, backend, sock_dir))
+    assert failed(findings) == {}, text
+    assert exit_status(findings) == 0
+    by = {f.check: f for f in findings}
+    assert "Slurm 24.11.5" in by["slurm version"].detail
+    assert "v0.0.42" in by["slurm version"].detail
+    assert "c1" in by["slurm version"].detail
+    assert by["operator rights"].level == "ok"
+    assert by["cc-backend auth"].level == "ok"
+    assert by["cc-backend clusters"].level == "ok"
+    for cmd in ("sacct", "squeue", "scontrol show job", "sinfo"):
+        assert by[f"{cmd} (c1)"].level == "ok"
+    assert "14 nodes" in by["sinfo (c1)"].detail
+    assert by["PrEp socket path"].level == "ok"
+    assert backend.token not in text
+    assert "everything needed works" in text
+
+
+async def test_missing_operator(tmp_path: Path, backend: Backend_, sock_dir: Path) -> None:
+    sim = SimCluster.create(tmp_path / "sim2", clusters=("c1",), start=T0, admin_level="None")
+    findings, text = await check(config(sim, backend, sock_dir))
+    me = getpass.getuser()
+    assert failed(findings)["operator rights"].fix == (
+        f"sacctmgr modify user {me} set adminlevel=operator"
+    )
+    assert f"fix: sacctmgr modify user {me} set adminlevel=operator" in text
+    assert exit_status(findings) == 1
+
+
+async def test_unauthorized_explains_expired_token(
+    sim: SimCluster, backend: Backend_, sock_dir: Path
+) -> None:
+    token = backend.auth.issue(roles=["user"], exp=time.time() - 3600)
+    findings, text = await check(config(sim, backend, sock_dir, cc_rest_jwt=token))
+    auth = failed(findings)["cc-backend auth"]
+    assert auth.detail.startswith("401 from cc-backend")
+    assert "expired" in auth.detail
+    assert "lack 'api'" in auth.detail
+    assert "role 'api'" in auth.fix
+    assert token not in text
+    assert "fix: issue a new API token" in text
+
+
+async def test_unknown_cluster_in_backend(
+    sim: SimCluster, nursery: trio.Nursery, sock_dir: Path
+) -> None:
+    auth = AuthConfig.generate()
+    standin = StandIn(Backend({"other": clusters.minimal("other")}), auth=auth)
+    await nursery.start(standin.serve)
+    be = Backend_(standin, auth)
+    findings, text = await check(config(sim, be, sock_dir))
+    finding = failed(findings)["cc-backend clusters"]
+    assert "c1" in finding.detail
+    assert "other" in finding.detail
+    assert "cluster.json" in finding.fix
+    assert "fix: add a cluster.json" in text
+
+
+async def test_nats_unreachable_and_subject_default(
+    sim: SimCluster, backend: Backend_, sock_dir: Path
+) -> None:
+    cfg = config(sim, backend, sock_dir, nats_server="127.0.0.1", nats_port=free_port())
+    findings, text = await check(cfg)
+    nats = failed(findings)["nats"]
+    assert "natsServer" in nats.fix
+    warn = {f.check: f for f in findings if f.level == "warn"}
+    assert "cc.job.event" in warn["nats subject"].fix
+    assert "fix: check natsServer/natsPort" in text
+
+
+async def test_nats_reachable(
+    sim: SimCluster, backend: Backend_, sock_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "nats").mkdir()
+    with NatsServer(tmp_path / "nats") as server:
+        cfg = config(
+            sim,
+            backend,
+            sock_dir,
+            nats_server="127.0.0.1",
+            nats_port=server.port,
+            nats_subject="cc.job.event",
+        )
+        findings, _ = await check(cfg)
+    by = {f.check: f for f in findings}
+    assert by["nats"].level == "ok", by["nats"]
+    assert "nats subject" not in by
+
+
+async def test_gpu_regex_matching_no_gpu_node(
+    sim: SimCluster, backend: Backend_, sock_dir: Path
+) -> None:
+    cfg = config(sim, backend, sock_dir, gpu_pci_addrs={"^gpu-node\\d+$": A100})
+    findings, text = await check(cfg)
+    gpu = failed(findings)["gpuPciAddrs"]
+    assert "'^gpu-node\\\\d+$' matches none" in gpu.detail
+    assert "cgpu001" in gpu.detail  # names the GPU nodes sinfo reports
+    assert "fix: fix the regex" in text
+
+
+async def test_unreachable_socket_dir(sim: SimCluster, backend: Backend_, sock_dir: Path) -> None:
+    private = sock_dir / "private"
+    private.mkdir(mode=0o700)
+    try:
+        cfg = config(sim, backend, sock_dir, prep_sock_connect_path=str(private / "d.sock"))
+        findings, text = await check(cfg)
+    finally:
+        private.rmdir()
+    sock = failed(findings)["PrEp socket path"]
+    assert str(private) in sock.detail
+    assert sock.fix.startswith(f"chgrp {ROOT_GROUP} {private} && chmod g+x {private}")
+    assert f"fix: chgrp {ROOT_GROUP}" in text
+
+
+async def test_slurm_command_missing(backend: Backend_, sock_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "nobin"
+    empty.mkdir()
+    cfg = make_config(
+        cc_rest_url=backend.standin.url,
+        cc_rest_jwt=backend.token,
+        slurm_bin_dir=str(empty),
+        prep_sock_connect_path=str(sock_dir / "d.sock"),
+    )
+    findings, text = await check(cfg)
+    assert "slurmBinDir" in failed(findings)["sacctmgr list clusters"].detail
+    assert exit_status(findings) == 1
+    assert "1 check(s) failed" in text
+
+
+# --- pure decisions --------------------------------------------------------------------------
+
+
+def test_socket_dir_rules() -> None:
+    gid = 4242
+    ok = [DirInfo("/", 0o40755, 0), DirInfo("/run/x", 0o40750, gid)]
+    assert socket_dir_findings("/run/x/s", ok, "slurm", gid).level == "ok"
+    wrong_group = [DirInfo("/", 0o40755, 0), DirInfo("/run/x", 0o40750, 0)]
+    assert socket_dir_findings("/run/x/s", wrong_group, "slurm", gid).level == "fail"
+    absent = [DirInfo("/", 0o40755, 0), DirInfo("/run/x", 0, -1, exists=False)]
+    assert socket_dir_findings("/run/x/s", absent, "slurm", gid).level == "warn"
+    assert socket_dir_findings("/run/x/s", ok, "slurm", None).level == "warn"
+
+
+def test_gpu_rules() -> None:
+    nodes = {"g1": 4, "g2": 4, "h1": 6}
+    found = gpu_regex_findings([("^g", 4), ("^h", 4)], nodes)
+    assert [f.level for f in found] == ["ok", "warn"]  # h1 has 6 GPUs, 4 addresses listed
+    found = gpu_regex_findings([("^g", 4)], nodes)
+    assert found[-1].level == "warn"
+    assert "h1" in found[-1].detail
+    assert gpu_regex_findings([], nodes)[0].level == "info"
+
+
+def test_jwt_claims_never_verifies() -> None:
+    token = AuthConfig.generate().issue(sub="svc", roles=["api"], exp=123)
+    assert jwt_claims(token) == {"iat": jwt_claims(token)["iat"], "sub": "svc",  # type: ignore[index]
+                                 "roles": ["api"], "exp": 123}  # fmt: skip
+    assert jwt_claims("not-a-token") is None
+
+
+async def test_cli_exit_status_and_table(
+    sim: SimCluster, backend: Backend_, sock_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "ccRestUrl": backend.standin.url,
+                "ccRestJwt": backend.token,
+                "slurmBinDir": str(sim.bin_dir),
+                "prepSockConnectPath": str(sock_dir / "d.sock"),
+                "gpuPciAddrs": {"^nothing$": A100},
+            }
+        )
+    )
+    path.chmod(0o600)
+    proc = await trio.run_process(
+        [sys.executable, "-m", "ccsa", "check", "-config", str(path), "--slurm-group", ROOT_GROUP],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 1, out + proc.stderr.decode()
+    assert "FAIL  gpuPciAddrs: regex '^nothing$' matches none" in out
+    assert "OK    cc-backend auth" in out
+    assert backend.token not in out + proc.stderr.decode()
+    as_json = await trio.run_process(
+        [sys.executable, "-m", "ccsa", "check", "--config", str(path), "--json"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    rows = [json.loads(line) for line in as_json.stdout.decode().splitlines()]
+    assert as_json.returncode == 1
+    gpu = next(r for r in rows if r["check"] == "gpuPciAddrs")
+    assert gpu["level"] == "fail"
+    assert gpu["fix"].startswith("fix the regex")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"ccRestUrl": "http://x"}')
+    proc = await trio.run_process(
+        [sys.executable, "-m", "ccsa", "check", "-config", str(bad)],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "ccRestJwt" in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
