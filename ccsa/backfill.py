@@ -41,7 +41,7 @@ from ccsa.daemon import plan
 from ccsa.daemon.delivery import Delivery, NatsPublisher
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
-from ccsa.daemon.supervisor import _nats_encoder, startup_checks
+from ccsa.daemon.supervisor import nats_encoder, startup_checks
 from ccsa.daemon.sync import ConvertAdapter, Syncer
 from ccsa.errors import CcsaError, ConfigError, SlurmError
 from ccsa.slurm.commands import Slurm
@@ -321,7 +321,7 @@ async def backfill(
                 store,
                 client=client if cfg.cc_rest_submit_jobs else None,
                 publisher=publisher,
-                nats_encode=_nats_encoder(socket.gethostname()),
+                nats_encode=nats_encoder(socket.gethostname()),
                 stats=stats,
                 now=now,
             )
@@ -388,8 +388,8 @@ async def _chunk(
     queue = {q.job_id: q for q in await slurm.squeue_jobs(cluster, running)} if running else {}
     known = syncer.store.known_jobs_for(cluster, [j.job_id for j in accts])
     decision = plan.decide(cluster, accts, queue, known, conv, full_queue=False)
-    actions = await syncer._build(cluster, decision)
-    applied = syncer._apply(cluster, actions, watermark=None)
+    actions = await syncer.build(cluster, decision)
+    applied = syncer.apply(cluster, actions, watermark=None)
     log.info(
         "%s: backfilled %s..%s: %d jobs, %d starts and %d stops queued",
         *(cluster, _utc(window[0]), _utc(window[1])),

@@ -301,6 +301,10 @@ def _decode(data: bytes, path: str) -> dict[str, Any]:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise ConfigError(path, f"not valid JSON: {_where(str(exc), data)}") from None
+    except UnicodeDecodeError as exc:  # msgspec's answer to invalid UTF-8 inside a string
+        raise ConfigError(path, f"not valid JSON: invalid UTF-8 at byte {exc.start}") from None
+    except RecursionError:
+        raise ConfigError(path, "not valid JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(path, f"must hold one JSON object, not a {type(raw).__name__}")
     return raw

@@ -1,0 +1,399 @@
+"""Deliver the outbox: a dispatcher and N workers send starts/stops over REST and NATS.
+
+Rules (SPEC §2, §4.2, §4.3; ccbackend.md §12):
+
+* never a stop before its start: the store only offers a stop once no start row of the same job
+  is left (in flight, or waiting for its NATS publish);
+* REST 201/200 -> delivered (then NATS, when configured); 422 on start and 422/404 on stop ->
+  done (cc-backend already has it; idempotent, no NATS); 400/401/403 -> parked with cc-backend's
+  reason (a parked start takes its stops along, see `Store.park`), never retried on its own;
+  transient failures (5xx, timeout, connection) -> retried with capped exponential backoff with
+  jitter, per row, in memory (trio clock);
+* a connection-level failure (no answer, 502/503/504) or a failed NATS publish also *pauses* that
+  channel for everybody, then lets one probe row through at a time until something succeeds, so
+  a down cc-backend is not hammered with every pending row;
+* with REST on, NATS is published after a 201/200 only; with REST off, always; a failed publish
+  keeps the row (``nats_pending``) and retries it: nothing is dropped;
+* ``dry_run``: print ``{"kind": "start_job", "body": {...}}`` JSON lines instead of sending.
+
+Everything is in the store before it is sent, so cancelling the workers at any point loses
+nothing: what was not confirmed is sent again after a restart (422/404 make that harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+import msgspec
+import trio
+
+from ccsa.ccbackend.models import StartJob, StopJob
+from ccsa.daemon.stats import Stats
+from ccsa.daemon.store import OutboxRow, Store
+from ccsa.errors import BackendRejected, BackendUnavailable, PublishError
+
+log = logging.getLogger(__name__)
+
+#: Outbox rows read per dispatcher query.
+BATCH = 256
+#: Statuses that mean "cc-backend (or its proxy) is not there": pause, do not hammer.
+_GATEWAY = frozenset({502, 503, 504})
+
+_start_decoder = msgspec.json.Decoder(StartJob)
+_stop_decoder = msgspec.json.Decoder(StopJob)
+
+
+class Outcome(Protocol):
+    """What ``ccsa.ccbackend.client`` answers: kind delivered/done/rejected/transient."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class RestClient(Protocol):
+    async def start_job(self, body: StartJob) -> Outcome: ...
+
+    async def stop_job(self, body: StopJob) -> Outcome: ...
+
+
+class NatsPublisher(Protocol):
+    async def publish(self, payload: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: base * 2**(n-1), at most cap, times U(0.5, 1)."""
+
+    base: float = 1.0
+    cap: float = 300.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, failures: int) -> float:
+        raw = min(self.cap, self.base * 2.0 ** max(0, min(failures - 1, 60)))
+        return raw * (0.5 + 0.5 * self.rng.random())
+
+
+@dataclass
+class _Gate:
+    """A channel (REST or NATS) that pauses after connection-level failures, then probes."""
+
+    backoff: Backoff
+    failures: int = 0
+    pause_until: float = -math.inf
+    in_flight: int = 0
+
+    @property
+    def probing(self) -> bool:
+        return self.failures > 0
+
+    def open(self, now: float) -> bool:
+        if now < self.pause_until:
+            return False
+        return not (self.probing and self.in_flight > 0)
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        self.pause_until = now + self.backoff.delay(self.failures)
+
+    def success(self) -> None:
+        self.failures = 0
+        self.pause_until = -math.inf
+
+
+class Delivery:
+    """Drains the outbox into cc-backend (REST) and NATS. Start with ``nursery.start(d.run)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        client: RestClient | None,
+        publisher: NatsPublisher | None = None,
+        nats_encode: Callable[[OutboxRow], bytes] | None = None,
+        stats: Stats | None = None,
+        now: Callable[[], float],
+        workers: int = 8,
+        dry_run: bool = False,
+        out: TextIO | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if client is None and publisher is None and not dry_run:
+            raise ValueError("delivery needs a REST client, a NATS publisher, or dry_run")
+        self.store = store
+        self.client = client
+        self.publisher = publisher
+        self.nats_encode = nats_encode
+        self.stats = stats if stats is not None else Stats()
+        self.now = now
+        self.workers = max(1, workers)
+        self.dry_run = dry_run
+        self.out = out
+        self.backoff = backoff or Backoff()
+        self.rest_gate = _Gate(self.backoff)
+        self.nats_gate = _Gate(self.backoff)
+        self._in_flight: set[int] = set()
+        self._retry_at: dict[int, float] = {}
+        self._failures: dict[int, int] = {}
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._dispatch_scope = trio.CancelScope()
+
+    # --- public ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop handing out rows; `run` returns once the rows in flight are finished."""
+        self._dispatch_scope.cancel()
+
+    def wake(self) -> None:
+        """New rows were queued (or re-driven): look at the outbox again."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def waiting_retry(self) -> int:
+        return len(self._retry_at)
+
+    def paused_for(self) -> float:
+        """Seconds the REST channel stays paused (0 when sending)."""
+        return max(0.0, self.rest_gate.pause_until - trio.current_time())
+
+    async def wait_empty(self) -> None:
+        """Return once the outbox is empty (everything delivered, done or parked)."""
+        while not self.store.outbox_empty():
+            self._changed = trio.Event() if self._changed.is_set() else self._changed
+            await self._changed.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Dispatcher + workers, until cancelled. Cancellation loses nothing (see module doc)."""
+        send, receive = trio.open_memory_channel[OutboxRow](0)
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.workers):
+                nursery.start_soon(self._worker, receive.clone())
+            receive.close()
+            task_status.started()
+            async with send:
+                with self._dispatch_scope:
+                    await self._dispatch(send)
+            # close(): the channel is closed; workers finish the row they hold, then return.
+
+    # --- dispatcher -----------------------------------------------------------------------
+
+    def _gate(self, row: OutboxRow) -> _Gate:
+        return self.rest_gate if row.rest_pending else self.nats_gate
+
+    async def _dispatch(self, send: trio.MemorySendChannel[OutboxRow]) -> None:
+        """Scan the outbox in id order and hand eligible rows to the workers.
+
+        Rows added after the scan began (a hook event's start, the next poll) are looked at
+        before every further batch of the old scan, so a fresh start does not queue behind a
+        backlog of thousands of rows (the Go adapter's hook events wait for the whole sync).
+        """
+        while True:
+            self._wake = trio.Event()
+            progress = False
+            cursor = 0
+            limit = self.store.max_id()  # this pass scans the rows that exist now...
+            fresh = limit  # ...and looks for newer ones before each of its batches
+            while True:
+                newer = self.store.eligible(fresh, BATCH)
+                if newer:
+                    fresh = newer[-1].id
+                    progress |= await self._offer(send, newer)
+                    continue
+                rows = self.store.eligible(cursor, BATCH, upto=limit)
+                if not rows:
+                    break
+                cursor = rows[-1].id
+                progress |= await self._offer(send, rows)
+            if progress:
+                continue
+            now = trio.current_time()
+            times = [*self._retry_at.values(), self.rest_gate.pause_until]
+            times.append(self.nats_gate.pause_until)
+            deadline = min((t for t in times if t > now), default=math.inf)
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+
+    async def _offer(self, send: trio.MemorySendChannel[OutboxRow], rows: list[OutboxRow]) -> bool:
+        """Send the rows that may go now to a worker; True if any was sent."""
+        sent = False
+        for listed in rows:
+            now = trio.current_time()
+            if listed.id in self._in_flight:
+                continue
+            if self._retry_at.get(listed.id, -math.inf) > now:
+                continue
+            # The batch was read before earlier sends finished: re-read the row so a row
+            # completed meanwhile is not sent twice (and NATS-only rows are seen as such).
+            row = self.store.get(listed.id)
+            if row is None:
+                continue
+            gate = self._gate(row)
+            if not gate.open(now):
+                continue
+            self._in_flight.add(row.id)
+            gate.in_flight += 1
+            await send.send(row)
+            sent = True
+        return sent
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[OutboxRow]) -> None:
+        async with receive:
+            async for row in receive:
+                gate = self._gate(row)
+                try:
+                    await self._deliver(row)
+                finally:
+                    gate.in_flight -= 1
+                    self._in_flight.discard(row.id)
+                    self._wake.set()
+                    self._changed.set()
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        if self.dry_run:
+            self._print(row)
+            return
+        if row.rest_pending and self.client is None:
+            # Queued while REST submission was on; it is now off (config changed on restart).
+            await self._publish(_nats_only(row))
+        elif row.rest_pending:
+            await self._send_rest(row)
+        elif row.nats_pending:
+            await self._publish(row)
+
+    def _print(self, row: OutboxRow) -> None:
+        kind = b"start_job" if row.kind == "start" else b"stop_job"
+        line = b'{"kind":"' + kind + b'","body":' + row.body + b"}"
+        (self.out or sys.stdout).write(line.decode() + "\n")
+        self.stats.dry_run_printed += 1
+        self.store.nats_done(row, now=self.now())
+
+    async def _send_rest(self, row: OutboxRow) -> None:
+        assert self.client is not None
+        host_only = False
+        try:
+            if row.kind == "start":
+                start = _start_decoder.decode(row.body)
+                host_only = all(r.hwthreads is None for r in start.resources)
+                outcome = await self.client.start_job(start)
+            else:
+                outcome = await self.client.stop_job(_stop_decoder.decode(row.body))
+            kind, status, message = outcome.kind, outcome.status, outcome.message
+        except BackendUnavailable as exc:
+            kind, status, message = "transient", exc.status, exc.reason
+        except BackendRejected as exc:
+            kind, status, message = "rejected", exc.status, exc.reason
+        what = f"{row.kind}_job of job {row.key.job_id} on {row.key.cluster}"
+        if kind == "delivered":
+            self.rest_gate.success()
+            self._forget(row)
+            publish = self.publisher is not None
+            self.store.rest_done(row, publish_nats=publish, now=self.now())
+            if row.kind == "start":
+                self.stats.starts_delivered += 1
+                self.stats.without_resources += host_only
+            else:
+                self.stats.stops_delivered += 1
+            log.debug("%s delivered (%s)", what, status)
+            if publish:
+                await self._publish(_nats_only(row))
+        elif kind == "done":
+            self.rest_gate.success()
+            self._forget(row)
+            self.store.rest_done(row, publish_nats=False, now=self.now())
+            if row.kind == "start":
+                self.stats.starts_done += 1
+            else:
+                self.stats.stops_done += 1
+            log.info("%s: cc-backend answered %s, already known: %s", what, status, message)
+        elif kind == "rejected":
+            self.rest_gate.success()
+            self._forget(row)
+            code = status if status is not None else 0
+            n = self.store.park(row, code, message, self.now())
+            self.stats.rejections[code] += 1
+            also = f" (with {n - 1} stop(s) of the same job)" if n > 1 else ""
+            log.warning(
+                "%s rejected by cc-backend with %s: %s; parked%s, re-drive it once fixed",
+                what,
+                status,
+                message,
+                also,
+            )
+        else:
+            self.stats.transient_failures += 1
+            self.store.failed(row, f"{status or 'no answer'}: {message}")
+            self._retry(row)
+            if status is None or status in _GATEWAY:
+                self.rest_gate.failure(trio.current_time())
+            log.warning("%s failed (%s: %s); will retry", what, status or "no answer", message)
+
+    async def _publish(self, row: OutboxRow) -> None:
+        if self.publisher is None or self.nats_encode is None:
+            # Queued while NATS was configured; it no longer is (config changed on restart).
+            log.warning(
+                "NATS is no longer configured: %s_job of job %s not published",
+                row.kind,
+                row.key.job_id,
+            )
+            self.store.nats_done(row, now=self.now())
+            return
+        try:
+            await self.publisher.publish(self.nats_encode(row))
+        except PublishError as exc:
+            self.stats.nats_failures += 1
+            self.store.failed(row, f"NATS: {exc}")
+            self._retry(row)
+            self.nats_gate.failure(trio.current_time())
+            log.warning(
+                "NATS publish of %s_job of job %s failed: %s; will retry",
+                row.kind,
+                row.key.job_id,
+                exc,
+            )
+            return
+        self.nats_gate.success()
+        self._forget(row)
+        self.stats.nats_published += 1
+        self.store.nats_done(row, now=self.now())
+
+    def _retry(self, row: OutboxRow) -> None:
+        n = self._failures.get(row.id, row.attempts) + 1
+        self._failures[row.id] = n
+        self._retry_at[row.id] = trio.current_time() + self.backoff.delay(n)
+
+    def _forget(self, row: OutboxRow) -> None:
+        self._retry_at.pop(row.id, None)
+        self._failures.pop(row.id, None)
+
+
+def _nats_only(row: OutboxRow) -> OutboxRow:
+    return OutboxRow(
+        id=row.id,
+        key=row.key,
+        kind=row.kind,
+        body=row.body,
+        partition=row.partition,
+        rest_pending=False,
+        nats_pending=True,
+        attempts=row.attempts,
+        last_error=None,
+        created=row.created,
+    )

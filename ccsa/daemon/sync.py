@@ -1,0 +1,378 @@
+"""One cluster's sync: Slurm I/O -> `plan` -> one store transaction -> wake delivery.
+
+`Syncer.tick(cluster)` is the poll: the ``sacct --allusers`` window from the cluster's own
+watermark (minus an overlap) to now, ``squeue --all`` at the same time, metadata for the new
+starts, then the plan and ONE transaction that queues the actions and moves the watermark (so a
+crash anywhere re-reads the window instead of skipping it). Then phase 2 of the stale check
+(``sacct -j`` of jobs missing from squeue twice) and node state (best effort).
+`Syncer.lookup(cluster, ids)` is the same planning for a few job ids (PrEp events, stale jobs,
+the stuck-job checker) without a watermark move.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from ccsa import convert
+from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
+from ccsa.daemon import plan
+from ccsa.daemon.plan import JobKey, KnownJob
+from ccsa.daemon.stats import Stats
+from ccsa.daemon.store import ApplyResult, Store
+from ccsa.errors import BackendError, SlurmError
+from ccsa.slurm.commands import Slurm
+from ccsa.slurm.sacct import SacctJob
+from ccsa.slurm.squeue import QueueJob
+
+log = logging.getLogger(__name__)
+
+#: Stopped jobs are forgotten once they ended this long before the window start (they can no
+#: longer appear in a window; a stale re-appearance would only cost an idempotent 422).
+PRUNE_MARGIN = 3600.0
+
+
+class ConvertAdapter:
+    """`plan.Converter` over `ccsa.convert` with the configured options bound."""
+
+    def __init__(self, opts: convert.ConvertOptions) -> None:
+        self.opts = opts
+
+    def job_id(self, job: Any) -> int:
+        return int(job.job_id)
+
+    def start_time(self, acct: Any) -> int | None:
+        return convert.start_time(acct)
+
+    def is_finished(self, acct: Any) -> bool:
+        return convert.is_finished(acct)
+
+    def partition(self, acct: Any) -> str:
+        return str(acct.partition)
+
+    def job_script(self, acct: Any) -> str:
+        return str(acct.script)
+
+    def capture_resources(self, queue_job: Any) -> list[Resource] | None:
+        return convert.capture_resources(queue_job, self.opts)
+
+    def host_resources(self, acct: Any) -> list[Resource]:
+        return convert.host_resources(acct)
+
+    def start_body(
+        self,
+        acct: Any,
+        *,
+        resources: list[Resource],
+        queue: Any | None,
+        slurm_info: str,
+        job_script: str,
+    ) -> StartJob | str:
+        body = convert.start_body(
+            acct,
+            resources=resources,
+            queue=queue,
+            slurm_info=slurm_info or None,
+            job_script=job_script or None,
+            opts=self.opts,
+        )
+        return body.reason if isinstance(body, convert.Skip) else body
+
+    def stop_body(self, acct: Any, start_time: int) -> StopJob | None:
+        return convert.stop_body(acct, start_time)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one poll of one cluster did."""
+
+    cluster: str
+    window: tuple[float, float]
+    jobs_seen: int
+    applied: ApplyResult
+    skipped_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """Which asked ids Slurm showed started / finished (the PrEp path retries the others)."""
+
+    started: frozenset[int]
+    finished: frozenset[int]
+    applied: ApplyResult
+
+
+@dataclass
+class Syncer:
+    """Per-cluster polls and lookups. One instance serves every cluster of the daemon.
+
+    Args:
+        now: the wall clock (epoch seconds) for sacct windows; injected for tests.
+        initial_start: where a cluster without a watermark starts (see docs/daemon.md).
+        on_queued: called after actions were stored (wakes the delivery).
+        post_node_state: sends a node-state body (None: node state sync off).
+    """
+
+    slurm: Slurm
+    store: Store
+    conv: ConvertAdapter
+    now: Callable[[], float]
+    rest: bool
+    nats: bool
+    overlap: float = 300.0
+    max_span: float = 604800.0
+    initial_start: Callable[[], float] | None = None
+    on_queued: Callable[[], None] = lambda: None
+    post_node_state: Callable[[NodeStateRequest], Awaitable[None]] | None = None
+    stats: Stats = field(default_factory=Stats)
+
+    # --- the poll -------------------------------------------------------------------------
+
+    def window(self, cluster: str) -> tuple[float, float, float]:
+        """(start, end, seconds skipped by the slurmQueryMaxSpan cap) of the next poll."""
+        end = self.now()
+        mark = self.store.watermark(cluster)
+        if mark is None:
+            begin = self.initial_start() if self.initial_start else end - self.max_span
+        else:
+            begin = mark - self.overlap
+        begin = min(begin, end)
+        skipped = 0.0
+        if end - begin > self.max_span:
+            skipped = end - self.max_span - begin
+            begin = end - self.max_span
+        return begin, end, skipped
+
+    async def tick(self, cluster: str) -> TickResult:
+        """Poll one cluster. Raises SlurmError (the watermark then stays where it was)."""
+        begin, end, skipped = self.window(cluster)
+        if skipped > 0:
+            log.warning(
+                "%s: the last sync is older than slurmQueryMaxSpan; skipping %.0f s of history "
+                "(%s to %s UTC). Deliver it with: cc-slurm-adapter backfill --cluster %s "
+                "--since %s --until %s",
+                cluster, skipped, _utc(begin - skipped), _utc(begin), cluster,
+                _utc(begin - skipped), _utc(begin),
+            )  # fmt: skip
+        accts: list[SacctJob] = []
+        queue_jobs: list[QueueJob] = []
+
+        async def get_sacct() -> None:
+            doc = await self.slurm.sacct_window(cluster, _dt(begin), _dt(end))
+            accts.extend(j for j in doc.jobs if not j.cluster or j.cluster == cluster)
+
+        async def get_queue() -> None:
+            queue_jobs.extend((await self.slurm.squeue_all(cluster)).jobs)
+
+        await _concurrently(get_sacct, get_queue)
+        queue = {q.job_id: q for q in queue_jobs}
+        known = self.store.known_jobs(cluster)
+        decision = plan.decide(cluster, accts, queue, known, self.conv, full_queue=True)
+        actions = await self.build(cluster, decision)
+        applied = self.apply(cluster, actions, watermark=end)
+        self.stats.sync_ticks += 1
+        if decision.lookup:
+            try:
+                await self.lookup(cluster, decision.lookup, with_queue=False)
+            except SlurmError as exc:
+                log.warning("%s: stale-job lookup failed (retried next poll): %s", cluster, exc)
+        self.store.prune(cluster, begin - PRUNE_MARGIN)
+        log.info(
+            "%s: synced %s..%s UTC: %d jobs seen, %d starts and %d stops queued",
+            cluster, _utc(begin), _utc(end), len(accts), applied.starts, applied.stops,
+        )  # fmt: skip
+        return TickResult(cluster, (begin, end), len(accts), applied, skipped)
+
+    async def sync_all(self, clusters: Sequence[str], *, node_state: bool = True) -> bool:
+        """Poll every cluster concurrently, each on its own: one cluster's failure (Slurm
+        errors) is recorded for that cluster only and never stops or rolls back the others.
+
+        Returns True when every cluster synced.
+        """
+        failed: list[str] = []
+
+        async def one(cluster: str) -> None:
+            try:
+                await self.tick(cluster)
+            except SlurmError as exc:
+                failed.append(cluster)
+                self.stats.sync_failures[cluster] += 1
+                self.store.record_error(cluster, str(exc), self.now())
+                log.error(
+                    "%s: sync failed, its watermark stays (retried next poll): %s", cluster, exc
+                )
+            if node_state:
+                await self.node_state(cluster)
+
+        async with trio.open_nursery() as nursery:
+            for cluster in clusters:
+                nursery.start_soon(one, cluster)
+        return not failed
+
+    async def node_state(self, cluster: str) -> bool:
+        """sinfo -> POST /api/nodestate/ (best effort: errors are logged, never raised)."""
+        if self.post_node_state is None:
+            return False
+        try:
+            doc = await self.slurm.sinfo(cluster)
+            body = convert.node_state(doc, cluster, self.conv.opts)
+            await self.post_node_state(body)
+        except (SlurmError, BackendError) as exc:
+            self.stats.node_state_failures += 1
+            log.warning("%s: node state sync skipped: %s", cluster, exc)
+            return False
+        return True
+
+    # --- lookups (PrEp, stale phase 2, stuck-job checker) ---------------------------------
+
+    async def lookup(
+        self,
+        cluster: str,
+        ids: Collection[int],
+        *,
+        with_queue: bool = True,
+        forget: Collection[tuple[int, int]] = (),
+    ) -> LookupResult:
+        """Plan and queue a few jobs by id (``sacct -j`` [+ ``squeue -j``]).
+
+        Args:
+            with_queue: also ask slurmctld (resources, metadata); off for finished-job checks.
+            forget: known (job_id, start_time) rows to plan as if unknown (re-send a start
+                that cc-backend lost).
+        """
+        wanted = sorted(set(ids))
+        accts: list[SacctJob] = []
+        queue_jobs: list[QueueJob] = []
+        info: dict[int, str] = {}
+        scripts: dict[int, str] = {}
+        # The hook path wants one round of Slurm calls, not two: the metadata of jobs this
+        # daemon does not know yet (a prolog's new job) is fetched alongside sacct/squeue.
+        known_ids = {jid for jid, _ in self.store.known_jobs_for(cluster, wanted)}
+        new_ids = [i for i in wanted if i not in known_ids] if with_queue else []
+
+        async def get_sacct() -> None:
+            accts.extend((await self.slurm.sacct_jobs(cluster, wanted)).jobs)
+
+        async def get_queue() -> None:
+            queue_jobs.extend(await self.slurm.squeue_jobs(cluster, wanted))
+
+        async def get_meta() -> None:
+            got_info, got_scripts = await self._metadata(cluster, new_ids, new_ids)
+            info.update(got_info)
+            scripts.update(got_scripts)
+
+        calls = [get_sacct, get_queue, get_meta] if with_queue else [get_sacct]
+        await _concurrently(*calls)
+        accts = [j for j in accts if not j.cluster or j.cluster == cluster]
+        known: dict[tuple[int, int], KnownJob] = dict(
+            self.store.known_jobs_for(cluster, [j.job_id for j in accts])
+        )
+        for key in forget:
+            known.pop(key, None)
+        queue = {q.job_id: q for q in queue_jobs} if with_queue else None
+        decision = plan.decide(cluster, accts, queue, known, self.conv, full_queue=False)
+        actions = await self.build(cluster, decision, (info, scripts, set(new_ids)))
+        if forget:
+            lost = {JobKey(cluster, jid, st) for jid, st in forget}
+            actions = [
+                replace(a, resend=True) if isinstance(a, plan.QueueStart) and a.key in lost else a
+                for a in actions
+            ]
+        applied = self.apply(cluster, actions, watermark=None)
+        started = frozenset(j.job_id for j in accts if convert.start_time(j) is not None)
+        finished = frozenset(j.job_id for j in accts if convert.is_finished(j))
+        return LookupResult(started, finished, applied)
+
+    # --- shared ---------------------------------------------------------------------------
+
+    async def build(
+        self,
+        cluster: str,
+        decision: plan.Decision,
+        prefetched: tuple[Mapping[int, str], Mapping[int, str], set[int]] | None = None,
+    ) -> list[plan.Action]:
+        """Fetch the metadata the decision needs (minus what was prefetched) and build."""
+        have_info, have_scripts, asked = prefetched or ({}, {}, set())
+        info_ids = [i for i in decision.metadata_ids(self.conv) if i not in asked]
+        script_ids = [i for i in decision.script_ids(self.conv) if i not in asked]
+        info, scripts = await self._metadata(cluster, info_ids, script_ids)
+        return plan.build(
+            decision,
+            self.conv,
+            slurm_info={**have_info, **info},
+            scripts={**have_scripts, **scripts},
+        )
+
+    async def _metadata(
+        self, cluster: str, info_ids: Sequence[int], script_ids: Sequence[int]
+    ) -> tuple[Mapping[int, str], Mapping[int, str]]:
+        """scontrol text (one call) and batch scripts (one call per job, only when sacct has
+        none) of new starts still in slurmctld. Missing metadata never blocks a start."""
+        info: dict[int, str] = {}
+        scripts: dict[int, str] = {}
+
+        async def get_info() -> None:
+            try:
+                info.update(await self.slurm.scontrol_show_jobs_text(cluster, info_ids))
+            except SlurmError as exc:
+                log.warning("%s: no slurmInfo for %d new jobs: %s", cluster, len(info_ids), exc)
+
+        async def get_scripts() -> None:
+            scripts.update(await self.slurm.batch_scripts(cluster, script_ids))
+
+        async with trio.open_nursery() as nursery:
+            if info_ids:
+                nursery.start_soon(get_info)
+            if script_ids:
+                nursery.start_soon(get_scripts)
+        return info, scripts
+
+    def apply(
+        self, cluster: str, actions: Sequence[plan.Action], *, watermark: float | None
+    ) -> ApplyResult:
+        applied = self.store.apply(
+            cluster, actions, now=self.now(), rest=self.rest, nats=self.nats, watermark=watermark
+        )
+        self.stats.starts_queued += applied.starts
+        self.stats.stops_queued += applied.stops
+        self.stats.resource_updates += applied.resource_updates
+        self.stats.stale_marked += sum(
+            1 for a in actions if isinstance(a, plan.MarkStale) and a.stale
+        )
+        if applied.starts or applied.stops or applied.resource_updates or applied.parked_stops:
+            self.on_queued()
+        return applied
+
+
+async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
+    """Run the calls at once; a Slurm failure surfaces as that SlurmError, not a group."""
+    try:
+        async with trio.open_nursery() as nursery:
+            for call in calls:
+                nursery.start_soon(call)
+    except BaseExceptionGroup as group:
+        slurm_errors, others = group.split(SlurmError)
+        if others is None and slurm_errors is not None:
+            first = _leaves(slurm_errors)[0]
+            raise first from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(int(epoch), UTC)
+
+
+def _utc(epoch: float) -> str:
+    return _dt(epoch).strftime("%Y-%m-%dT%H:%M:%S")

@@ -1,0 +1,275 @@
+"""The pure sync planner: which jobs start, stop, get resources, go stale (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ccsa.ccbackend.models import Resource, StartJob, StopJob
+from ccsa.daemon.plan import (
+    Ignore,
+    JobKey,
+    KnownJob,
+    MarkStale,
+    QueueStart,
+    QueueStop,
+    UpdateResources,
+    build,
+    count_without_resources,
+    decide,
+)
+
+
+@dataclass
+class Acct:
+    """A sacct record as the planner sees it (through the converter below)."""
+
+    job_id: int
+    start: int | None
+    end: int = 0
+    state: str = "RUNNING"
+    nodes: tuple[str, ...] = ("n1",)
+    partition: str = "batch"
+    script: str = ""
+
+
+@dataclass
+class Queued:
+    job_id: int
+    cpus: dict[str, list[int]] = field(default_factory=dict)
+
+
+class Conv:
+    """Converter over the small records above; applies the same rules as ccsa.convert."""
+
+    def __init__(self, ignore: frozenset[str] = frozenset()) -> None:
+        self.ignore = ignore
+
+    def job_id(self, job: Any) -> int:
+        return int(job.job_id)
+
+    def start_time(self, acct: Any) -> int | None:
+        return int(acct.start) if acct.start else None
+
+    def is_finished(self, acct: Any) -> bool:
+        return bool(acct.end)
+
+    def partition(self, acct: Any) -> str:
+        return str(acct.partition)
+
+    def job_script(self, acct: Any) -> str:
+        return str(acct.script)
+
+    def capture_resources(self, queue_job: Any) -> list[Resource] | None:
+        if not queue_job.cpus:
+            return None
+        return [Resource(hostname=h, hwthreads=t) for h, t in queue_job.cpus.items()]
+
+    def host_resources(self, acct: Any) -> list[Resource]:
+        return [Resource(hostname=h) for h in acct.nodes]
+
+    def start_body(
+        self,
+        acct: Any,
+        *,
+        resources: list[Resource],
+        queue: Any | None,
+        slurm_info: str,
+        job_script: str,
+    ) -> StartJob | str:
+        if all(h in self.ignore for h in acct.nodes):
+            return "all hosts ignored"
+        meta = {"slurmInfo": slurm_info} if slurm_info else {}
+        if job_script:
+            meta["jobScript"] = job_script
+        return StartJob(
+            job_id=acct.job_id,
+            cluster="c1",
+            user="u",
+            project="p",
+            num_nodes=len(acct.nodes),
+            resources=resources,
+            start_time=acct.start,
+            shared="none",
+            meta_data=meta,
+        )
+
+    def stop_body(self, acct: Any, start_time: int) -> StopJob | None:
+        return StopJob(
+            job_id=acct.job_id,
+            cluster="c1",
+            job_state=acct.state.lower(),
+            stop_time=max(acct.end, start_time),
+            start_time=start_time,
+        )
+
+
+CONV = Conv()
+
+
+def known(*rows: KnownJob) -> dict[tuple[int, int], KnownJob]:
+    return {(r.key.job_id, r.key.start_time): r for r in rows}
+
+
+def k(job_id: int, start: int) -> JobKey:
+    return JobKey("c1", job_id, start)
+
+
+def plan(
+    accts: list[Acct],
+    queue: dict[int, Any] | None,
+    rows: dict[tuple[int, int], KnownJob],
+    *,
+    full: bool = True,
+    conv: Conv = CONV,
+) -> list[Any]:
+    d = decide("c1", accts, queue, rows, conv, full_queue=full)
+    return build(d, conv)
+
+
+def test_new_running_job_gets_start_with_captured_resources() -> None:
+    q = Queued(1, {"n1": [0, 1]})
+    actions = plan([Acct(1, 100)], {1: q}, {})
+    assert len(actions) == 1
+    (a,) = actions
+    assert isinstance(a, QueueStart)
+    assert a.key == k(1, 100)
+    assert a.resources_complete
+    assert a.body.resources == [Resource(hostname="n1", hwthreads=[0, 1])]
+    assert count_without_resources(actions) == 0
+
+
+def test_never_started_jobs_are_skipped() -> None:
+    assert plan([Acct(1, None), Acct(2, 0, end=50, state="CANCELLED")], {}, {}) == []
+
+
+def test_finished_unknown_job_gets_host_only_start_then_stop() -> None:
+    actions = plan([Acct(7, 100, end=200, state="COMPLETED", nodes=("a", "b"))], {}, {})
+    assert [type(a) for a in actions] == [QueueStart, QueueStop]
+    start, stop = actions
+    assert not start.resources_complete
+    assert start.body.resources == [Resource(hostname="a"), Resource(hostname="b")]
+    assert stop.body.stop_time == 200
+    assert stop.body.job_state == "completed"
+    assert count_without_resources(actions) == 1
+
+
+def test_known_started_job_finishing_gets_stop_only() -> None:
+    rows = known(KnownJob(k(3, 10), "started"))
+    actions = plan([Acct(3, 10, end=99, state="FAILED")], {}, rows)
+    assert len(actions) == 1
+    assert isinstance(actions[0], QueueStop)
+    assert actions[0].key == k(3, 10)
+
+
+def test_already_stopped_or_stop_queued_jobs_produce_nothing() -> None:
+    rows = known(KnownJob(k(3, 10), "stopped"), KnownJob(k(4, 10), "stop_queued"))
+    accts = [Acct(3, 10, end=99), Acct(4, 10, end=99)]
+    assert plan(accts, {}, rows) == []
+
+
+def test_running_known_job_in_queue_produces_nothing() -> None:
+    rows = known(KnownJob(k(3, 10), "started"))
+    assert plan([Acct(3, 10)], {3: Queued(3)}, rows) == []
+
+
+def test_resources_arriving_for_queued_start_patch_it() -> None:
+    rows = known(KnownJob(k(5, 10), "start_queued", resources_complete=False))
+    q = Queued(5, {"n1": [4]})
+    actions = plan([Acct(5, 10)], {5: q}, rows)
+    assert actions == [UpdateResources(k(5, 10), [Resource(hostname="n1", hwthreads=[4])])]
+    # complete resources are not patched again
+    rows = known(KnownJob(k(5, 10), "start_queued", resources_complete=True))
+    assert plan([Acct(5, 10)], {5: q}, rows) == []
+
+
+def test_slurmdbd_lag_pending_state_with_start_is_started() -> None:
+    actions = plan([Acct(9, 100, state="PENDING")], {9: Queued(9, {"n1": [0]})}, {})
+    assert len(actions) == 1
+    assert isinstance(actions[0], QueueStart)
+
+
+def test_ignored_job_is_remembered_and_never_stopped() -> None:
+    conv = Conv(ignore=frozenset({"login1"}))
+    actions = plan([Acct(1, 5, end=9, nodes=("login1",))], {}, {}, conv=conv)
+    assert actions == [Ignore(k(1, 5), "all hosts ignored")]
+    rows = known(KnownJob(k(1, 5), "ignored"))
+    assert plan([Acct(1, 5, end=9, nodes=("login1",))], {}, rows, conv=conv) == []
+
+
+def test_requeued_job_stops_old_run_and_starts_new() -> None:
+    rows = known(KnownJob(k(4, 100), "started", partition="p1"))
+    actions = plan([Acct(4, 500)], {4: Queued(4, {"n1": [0]})}, rows)
+    starts = [a for a in actions if isinstance(a, QueueStart)]
+    stops = [a for a in actions if isinstance(a, QueueStop)]
+    assert [s.key for s in starts] == [k(4, 500)]
+    assert [s.key for s in stops] == [k(4, 100)]
+    assert stops[0].body.start_time == 100
+    assert stops[0].body.stop_time == 500
+    assert stops[0].body.job_state == "cancelled"  # as convert maps "requeued"
+    # the old run is not also marked stale although squeue does not list it under that start
+    assert not any(isinstance(a, MarkStale) for a in actions)
+
+
+def test_stale_two_phase() -> None:
+    running = KnownJob(k(8, 10), "started")
+    # tick 1: missing from squeue, not finished in the window -> marked, not looked up
+    d = decide("c1", [], {}, known(running), CONV, full_queue=True)
+    assert build(d, CONV) == [MarkStale(k(8, 10), True)]
+    assert d.lookup == []
+    # tick 2: still missing and already stale -> sacct -j lookup
+    stale = KnownJob(k(8, 10), "started", stale=True)
+    d = decide("c1", [], {}, known(stale), CONV, full_queue=True)
+    assert d.lookup == [8]
+    assert build(d, CONV) == []
+    # the lookup answers finished -> stop (same function, no queue view)
+    d = decide("c1", [Acct(8, 10, end=50)], None, known(stale), CONV, full_queue=False)
+    (stop,) = build(d, CONV)
+    assert isinstance(stop, QueueStop)
+    assert stop.key == k(8, 10)
+
+
+def test_stale_job_back_in_queue_is_unmarked() -> None:
+    stale = KnownJob(k(8, 10), "started", stale=True)
+    d = decide("c1", [], {8: Queued(8)}, known(stale), CONV, full_queue=True)
+    assert build(d, CONV) == [MarkStale(k(8, 10), False)]
+
+
+def test_partial_queue_never_marks_stale() -> None:
+    running = KnownJob(k(8, 10), "started")
+    d = decide("c1", [], {}, known(running), CONV, full_queue=False)
+    assert d.empty
+
+
+def test_job_finishing_in_window_is_stopped_not_marked_stale() -> None:
+    running = KnownJob(k(8, 10), "started")
+    actions = plan([Acct(8, 10, end=30)], {}, known(running))
+    assert [type(a) for a in actions] == [QueueStop]
+
+
+def test_array_tasks_and_het_components_are_separate_jobs() -> None:
+    accts = [Acct(101, 10), Acct(102, 10), Acct(103, 11)]
+    actions = plan(accts, {}, {})
+    assert sorted(a.key.job_id for a in actions) == [101, 102, 103]
+
+
+def test_metadata_ids_only_for_jobs_in_slurmctld() -> None:
+    d = decide(
+        "c1",
+        [Acct(1, 10), Acct(2, 10, end=20), Acct(3, 10, script="#!/bin/sh")],
+        {1: Queued(1), 3: Queued(3)},
+        {},
+        CONV,
+        full_queue=True,
+    )
+    assert d.metadata_ids(CONV) == [1, 3]
+    assert d.script_ids(CONV) == [1]  # job 3's script came with sacct
+    actions = build(d, CONV, slurm_info={1: "JobId=1"}, scripts={1: "#!/bin/bash"})
+    by_id = {a.key.job_id: a for a in actions if isinstance(a, QueueStart)}
+    assert by_id[1].body.meta_data == {"slurmInfo": "JobId=1", "jobScript": "#!/bin/bash"}
+    assert by_id[3].body.meta_data == {"jobScript": "#!/bin/sh"}
+
+
+def test_duplicate_records_in_one_answer_are_planned_once() -> None:
+    actions = plan([Acct(1, 10), Acct(1, 10)], {}, {})
+    assert len(actions) == 1

@@ -1,0 +1,308 @@
+"""The SQLite state store: schema, atomic watermark + outbox, ordering, parking, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from ccsa.ccbackend.models import Resource, StartJob, StopJob
+from ccsa.daemon.plan import (
+    Ignore,
+    JobKey,
+    MarkStale,
+    QueueStart,
+    QueueStop,
+    UpdateResources,
+)
+from ccsa.daemon.store import SCHEMA_VERSION, Store
+from ccsa.errors import StateError
+
+
+def start(job_id: int, st: int = 100, hosts: tuple[str, ...] = ("n1",)) -> QueueStart:
+    body = StartJob(
+        job_id=job_id,
+        cluster="c1",
+        user="u",
+        project="p",
+        num_nodes=len(hosts),
+        resources=[Resource(hostname=h) for h in hosts],
+        start_time=st,
+        shared="none",
+    )
+    return QueueStart(JobKey("c1", job_id, st), body, "batch", False)
+
+
+def stop(job_id: int, st: int = 100, end: int = 200) -> QueueStop:
+    body = StopJob(job_id=job_id, cluster="c1", job_state="completed", stop_time=end, start_time=st)
+    return QueueStop(JobKey("c1", job_id, st), body, "batch")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "state" / "state.sqlite3")
+    yield s
+    s.close()
+
+
+def test_created_private_with_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.sqlite3"
+    Store.open(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    Store.open(path).close()  # reopening an existing state works
+
+
+def test_newer_schema_and_foreign_database_are_refused(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.sqlite3"
+    db = sqlite3.connect(newer)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StateError, match=r"newer\.sqlite3.*newer than"):
+        Store.open(newer)
+    foreign = tmp_path / "foreign.sqlite3"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE x (y)")
+    db.close()
+    with pytest.raises(StateError, match="not a ccsa state database"):
+        Store.open(foreign)
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StateError, match=r"garbage\.sqlite3"):
+        Store.open(garbage)
+
+
+def test_apply_moves_watermark_with_actions(store: Store) -> None:
+    assert store.watermark("c1") is None
+    res = store.apply(
+        "c1", [start(1), stop(1), start(2)], now=5.0, rest=True, nats=False, watermark=1000.0
+    )
+    assert (res.starts, res.stops) == (2, 1)
+    assert store.watermark("c1") == 1000.0
+    assert store.outbox_depth() == 3
+    assert store.job_phase(JobKey("c1", 1, 100)) == "stop_queued"
+    assert store.job_phase(JobKey("c1", 2, 100)) == "start_queued"
+    # applying the same plan again (overlap window) queues nothing twice
+    res = store.apply("c1", [start(2)], now=6.0, rest=True, nats=False, watermark=1100.0)
+    assert res.starts == 0
+    assert store.outbox_depth() == 3
+
+
+def test_failed_apply_rolls_back_watermark_and_actions(store: Store) -> None:
+    store.apply("c1", [start(1)], now=1.0, rest=True, nats=False, watermark=10.0)
+    bad = QueueStart(JobKey("c1", 2, 100), "not a body", "p", False)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        store.apply("c1", [start(3), bad], now=2.0, rest=True, nats=False, watermark=20.0)
+    assert store.watermark("c1") == 10.0
+    assert [r.key.job_id for r in store.outbox_rows()] == [1]
+
+
+def test_ten_thousand_actions_in_one_transaction(store: Store) -> None:
+    actions = [start(i) for i in range(10_000)] + [stop(i) for i in range(10_000)]
+    res = store.apply("c1", actions, now=1.0, rest=True, nats=False, watermark=50.0)
+    assert (res.starts, res.stops) == (10_000, 10_000)
+    assert store.outbox_depth() == 20_000
+
+
+def test_stop_is_not_eligible_before_its_start_is_done(store: Store) -> None:
+    store.apply("c1", [start(1), stop(1), stop(2, 100)], now=1.0, rest=True, nats=True)
+    rows = store.eligible(0, 100)
+    assert [(r.key.job_id, r.kind) for r in rows] == [(1, "start"), (2, "stop")]
+    (s1,) = [r for r in rows if r.kind == "start"]
+    # REST delivered, NATS still to publish: the stop must still wait
+    store.rest_done(s1, publish_nats=True, now=2.0)
+    assert [(r.key.job_id, r.kind) for r in store.eligible(0, 100)] == [(1, "start"), (2, "stop")]
+    (pending,) = [r for r in store.eligible(0, 100) if r.kind == "start"]
+    assert not pending.rest_pending
+    assert pending.nats_pending
+    assert store.job_phase(JobKey("c1", 1, 100)) == "stop_queued"
+    store.nats_done(pending, now=3.0)
+    assert [(r.key.job_id, r.kind) for r in store.eligible(0, 100)] == [(1, "stop"), (2, "stop")]
+    assert store.eligible(rows[-1].id, 100) == [
+        r for r in store.eligible(0, 100) if r.id > rows[-1].id
+    ]
+
+
+def test_rest_done_advances_phases(store: Store) -> None:
+    store.apply("c1", [start(1)], now=1.0, rest=True, nats=False)
+    (row,) = store.eligible(0, 10)
+    store.rest_done(row, publish_nats=False, now=7.0)
+    assert store.outbox_depth() == 0
+    job = store.job(JobKey("c1", 1, 100))
+    assert job is not None
+    assert job.phase == "started"
+    assert job.start_delivered_at == 7.0
+    store.apply("c1", [stop(1)], now=8.0, rest=True, nats=False)
+    (row,) = store.eligible(0, 10)
+    store.rest_done(row, publish_nats=False, now=9.0)
+    assert store.job_phase(JobKey("c1", 1, 100)) == "stopped"
+
+
+def test_nats_only_rows(store: Store) -> None:
+    store.apply("c1", [start(1)], now=1.0, rest=False, nats=True)
+    (row,) = store.eligible(0, 10)
+    assert not row.rest_pending
+    assert row.nats_pending
+
+
+def test_park_takes_stops_along_and_re_drive_restores_order(store: Store) -> None:
+    store.apply("c1", [start(1), stop(1), start(2)], now=1.0, rest=True, nats=False)
+    s1 = store.eligible(0, 10)[0]
+    assert store.park(s1, 400, "no such cluster: c1", 2.0) == 2
+    assert [r.key.job_id for r in store.outbox_rows()] == [2]
+    parked = store.parked()
+    assert {(p.row.kind, p.status) for p in parked} == {("start", 400), ("stop", None)}
+    assert any("start was rejected (400: no such cluster" in p.reason for p in parked)
+    # a stop planned later for the rejected job goes straight to parked
+    store.apply("c1", [stop(1, end=300)], now=3.0, rest=True, nats=False)  # already there
+    assert store.parked_count() == 2
+    # re-driving the start brings its stop back too, ids kept (start first)
+    start_id = next(p.row.id for p in parked if p.row.kind == "start")
+    assert store.re_drive([start_id]) == 2
+    assert store.parked_count() == 0
+    rows = store.eligible(0, 10)
+    assert [(r.key.job_id, r.kind, r.attempts) for r in rows] == [(1, "start", 0), (2, "start", 0)]
+
+
+def test_stop_for_parked_start_is_parked_on_arrival(store: Store) -> None:
+    store.apply("c1", [start(1)], now=1.0, rest=True, nats=False)
+    store.park(store.eligible(0, 1)[0], 403, "forbidden", 2.0)
+    res = store.apply("c1", [stop(1)], now=3.0, rest=True, nats=False)
+    assert res.parked_stops == 1
+    assert store.outbox_depth() == 0
+    assert store.re_drive() == 2
+    assert [r.kind for r in store.outbox_rows()] == ["start", "stop"]
+
+
+def test_update_resources_patches_pending_start(store: Store) -> None:
+    store.apply("c1", [start(1, hosts=("a", "b"))], now=1.0, rest=True, nats=False)
+    full = [Resource(hostname="a", hwthreads=[0, 1]), Resource(hostname="b", hwthreads=[2])]
+    res = store.apply(
+        "c1", [UpdateResources(JobKey("c1", 1, 100), full)], now=2.0, rest=True, nats=False
+    )
+    assert res.resource_updates == 1
+    (row,) = store.outbox_rows()
+    body = msgspec.json.decode(row.body, type=StartJob)
+    assert body.resources == full
+    assert store.resources(JobKey("c1", 1, 100)) == full
+    job = store.job(JobKey("c1", 1, 100))
+    assert job is not None
+    assert job.resources_complete
+    # wrong node count (would earn a 400) is not applied
+    short = [Resource(hostname="a", hwthreads=[0])]
+    res = store.apply(
+        "c1", [UpdateResources(JobKey("c1", 1, 100), short)], now=3.0, rest=True, nats=False
+    )
+    assert res.resource_updates == 0
+
+
+def test_stale_marks_ignore_and_prune(store: Store) -> None:
+    store.apply(
+        "c1",
+        [start(1), Ignore(JobKey("c1", 2, 100), "ignoreHosts")],
+        now=1.0,
+        rest=True,
+        nats=False,
+    )
+    store.apply("c1", [MarkStale(JobKey("c1", 1, 100), True)], now=2.0, rest=True, nats=False)
+    jobs = store.known_jobs("c1")
+    assert jobs[(1, 100)].stale
+    assert jobs[(2, 100)].phase == "ignored"
+    assert store.known_jobs_for("c1", [2]).keys() == {(2, 100)}
+    store.apply("c1", [stop(1, end=150)], now=3.0, rest=True, nats=False)
+    for _ in range(2):  # the stop becomes eligible once its start is done
+        for row in store.eligible(0, 10):
+            store.rest_done(row, publish_nats=False, now=4.0)
+    assert store.outbox_depth() == 0
+    assert store.prune("c1", before=0.5) == 0
+    assert store.prune("c1", before=100) == 1  # the ignored job (seen at 1.0)
+    assert store.prune("c1", before=160) == 1  # the job stopped at 150
+    assert store.known_jobs("c1") == {}
+
+
+def test_error_recorded_then_cleared_by_sync(store: Store) -> None:
+    store.record_error("c2", "sacct exited 1", 5.0)
+    (wm,) = store.watermarks()
+    assert wm.cluster == "c2"
+    assert wm.ts is None
+    assert wm.last_error == "sacct exited 1"
+    store.apply("c2", [], now=6.0, rest=True, nats=False, watermark=60.0)
+    (wm,) = store.watermarks()
+    assert wm.ts == 60.0
+    assert wm.last_error is None
+    assert wm.last_sync == 6.0
+
+
+def test_dry_run_copy_leaves_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Store.open(path) as s:
+        s.apply("c1", [start(1)], now=1.0, rest=True, nats=False, watermark=10.0)
+    with Store.open(path, in_memory_copy=True) as copy:
+        assert copy.watermark("c1") == 10.0
+        assert copy.outbox_depth() == 1
+        copy.apply("c1", [start(2)], now=2.0, rest=True, nats=False, watermark=20.0)
+    with Store.open(path) as s:
+        assert s.watermark("c1") == 10.0
+        assert s.outbox_depth() == 1
+
+
+_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from ccsa.ccbackend.models import Resource, StartJob
+    from ccsa.daemon.plan import JobKey, QueueStart
+    from ccsa.daemon.store import Store
+    s = Store.open(sys.argv[1])
+    for n in range(1, 1_000_000):
+        body = StartJob(job_id=n, cluster="c1", user="u", project="p", num_nodes=1,
+                        resources=[Resource(hostname="n1")], start_time=5, shared="none")
+        s.apply("c1", [QueueStart(JobKey("c1", n, 5), body, "p", False)], now=1.0,
+                rest=True, nats=False, watermark=float(n))
+        if n == 50:
+            print("ready", flush=True)
+    """
+)
+
+
+def test_kill_minus_nine_keeps_every_committed_watermark_and_action(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Store.open(path) as s:
+        wm = s.watermark("c1")
+        assert wm is not None
+        assert wm >= 50
+        ids = sorted(r.key.job_id for r in s.outbox_rows())
+        # invariant: the watermark never runs ahead of (or behind) the queued actions
+        assert ids == list(range(1, int(wm) + 1))
+
+
+def test_stale_plans_do_not_resend_what_is_done(store: Store) -> None:
+    # A poll planned on knowledge older than the hook path's delivery must not send again.
+    store.apply("c1", [start(1)], now=1.0, rest=True, nats=False)
+    store.rest_done(store.eligible(0, 10)[0], publish_nats=False, now=2.0)
+    assert store.apply("c1", [start(1)], now=3.0, rest=True, nats=False).starts == 0
+    assert store.job_phase(JobKey("c1", 1, 100)) == "started"
+    # ... unless it is an explicit re-send (cc-backend lost the job)
+    again = QueueStart(JobKey("c1", 1, 100), start(1).body, "batch", True, resend=True)
+    assert store.apply("c1", [again], now=4.0, rest=True, nats=False).starts == 1
+    store.rest_done(store.eligible(0, 10)[0], publish_nats=False, now=5.0)
+    store.apply("c1", [stop(1)], now=6.0, rest=True, nats=False)
+    store.rest_done(store.eligible(0, 10)[0], publish_nats=False, now=7.0)
+    assert store.apply("c1", [stop(1)], now=8.0, rest=True, nats=False).stops == 0
+    assert store.outbox_depth() == 0

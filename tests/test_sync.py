@@ -1,0 +1,280 @@
+"""One cluster's sync against the simulated Slurm cluster (real subprocesses, real decoders)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from ccsa import convert
+from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
+from ccsa.daemon.plan import JobKey, QueueStart
+from ccsa.daemon.store import Store
+from ccsa.daemon.sync import ConvertAdapter, Syncer
+from ccsa.sim.slurm import JobSpec, Shape, SimCluster
+from ccsa.slurm.commands import Slurm
+from ccsa.slurm.runner import SlurmRunner
+
+T0 = 1_700_000_000.0
+PCI = ("0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0")
+OPTS = convert.ConvertOptions(gpu_pci_addrs=((re.compile(r"gpu\d+$"), PCI),))
+
+
+def make_syncer(sim: SimCluster, store: Store, bin_dir: Path | None = None) -> Syncer:
+    slurm = Slurm(SlurmRunner(str(bin_dir or sim.bin_dir), max_concurrent=4, timeout=30))
+    return Syncer(
+        slurm,
+        store,
+        ConvertAdapter(OPTS),
+        now=lambda: sim.now,
+        rest=True,
+        nats=False,
+        overlap=60,
+        max_span=7 * 86400,
+        initial_start=lambda: T0 - 3600,
+    )
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimCluster:
+    return SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "state.sqlite3")
+    yield s
+    s.close()
+
+
+def starts(store: Store) -> dict[int, StartJob]:
+    return {
+        r.key.job_id: msgspec.json.decode(r.body, type=StartJob)
+        for r in store.outbox_rows()
+        if r.kind == "start"
+    }
+
+
+def stops(store: Store) -> dict[int, StopJob]:
+    return {
+        r.key.job_id: msgspec.json.decode(r.body, type=StopJob)
+        for r in store.outbox_rows()
+        if r.kind == "stop"
+    }
+
+
+async def test_poll_queues_starts_with_resources_then_stops(sim: SimCluster, store: Store) -> None:
+    cpu = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=4), duration=100))
+    gpu = sim.submit(
+        JobSpec(
+            user="bob",
+            partition="gpu",
+            duration=500,
+            shape=Shape(nodes=2, cpus_per_node=2, gpus_per_node=2),
+        )
+    )
+    sim.advance(60)
+    syncer = make_syncer(sim, store)
+    res = await syncer.tick("c1")
+    assert res.applied.starts == 2
+    assert res.window == (T0 - 3600, T0 + 60)
+    assert store.watermark("c1") == T0 + 60
+    truth = {j.job_id: j for j in sim.jobs()}
+    got = starts(store)
+    for jid in (cpu, gpu):
+        want = [
+            Resource(
+                hostname=n.hostname,
+                hwthreads=list(n.hwthreads),
+                accelerators=[PCI[g] for g in n.gpus] or None,
+            )
+            for n in truth[jid].nodes
+        ]
+        assert got[jid].resources == want
+        assert got[jid].start_time == truth[jid].start
+        assert "slurmInfo" in got[jid].meta_data
+    assert got[gpu].num_acc == 4
+    # the same window again (overlap) queues nothing twice
+    assert (await syncer.tick("c1")).applied.starts == 0
+    sim.advance(100)  # cpu job ended at T0+100
+    res = await syncer.tick("c1")
+    assert res.window[0] == T0 + 60 - 60  # watermark minus overlap
+    assert (res.applied.starts, res.applied.stops) == (0, 1)
+    (stop,) = stops(store).values()
+    assert stop.job_id == cpu
+    assert stop.stop_time == (truth[cpu].start or 0) + 100
+    assert stop.job_state == "completed"
+
+
+async def test_resources_arrive_for_a_queued_host_only_start(sim: SimCluster, store: Store) -> None:
+    # a start queued with host names only (e.g. learned from sacct while squeue failed) gets
+    # its hwthreads from slurmctld while it is still undelivered (cc-backend outage)
+    jid = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=3), duration=5000))
+    sim.advance(30)
+    (truth,) = sim.jobs()
+    body = StartJob(
+        job_id=jid,
+        cluster="c1",
+        user="alice",
+        project="research",
+        num_nodes=1,
+        resources=[Resource(hostname=truth.nodes[0].hostname)],
+        start_time=truth.start or 0,
+        shared="multi_user",
+    )
+    store.apply(
+        "c1",
+        [QueueStart(JobKey("c1", jid, truth.start or 0), body, "main", False)],
+        now=T0,
+        rest=True,
+        nats=False,
+    )
+    res = await make_syncer(sim, store).tick("c1")
+    assert res.applied.resource_updates == 1
+    assert res.applied.starts == 0
+    assert starts(store)[jid].resources[0].hwthreads == list(truth.nodes[0].hwthreads)
+
+
+async def test_two_clusters_second_fails_after_first_synced(tmp_path: Path) -> None:
+    # Upstream keeps ONE lastrun and advances it after each cluster: cluster B's failed window
+    # is then skipped for good. Here each cluster has its own watermark.
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1", "c2"), start=T0)
+    a = sim.submit(JobSpec(user="alice", cluster="c1", duration=30))
+    b = sim.submit(JobSpec(user="alice", cluster="c2", duration=30))
+    sim.advance(120)  # both jobs ran and finished
+    flag = tmp_path / "c2-broken"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for cmd in ("squeue", "scontrol", "sinfo", "sacctmgr"):
+        (bin_dir / cmd).symlink_to(sim.bin_dir / cmd)
+    (bin_dir / "sacct").write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"if 'c2' in sys.argv and os.path.exists({str(flag)!r}):\n"
+        "    sys.stderr.write('sacct: error: Problem talking to the database\\n'); sys.exit(1)\n"
+        f"os.execv({str(sim.bin_dir / 'sacct')!r}, [{str(sim.bin_dir / 'sacct')!r}, "
+        "*sys.argv[1:]])\n"
+    )
+    (bin_dir / "sacct").chmod(0o755)
+    flag.touch()
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        syncer = make_syncer(sim, store, bin_dir)
+        assert not await syncer.sync_all(["c1", "c2"], node_state=False)
+        marks = {w.cluster: w for w in store.watermarks()}
+        assert marks["c1"].ts == sim.now
+        assert marks["c1"].last_error is None
+        assert marks["c2"].ts is None
+        assert "Problem talking to the database" in (marks["c2"].last_error or "")
+        assert {(r.key.cluster, r.key.job_id) for r in store.outbox_rows()} == {("c1", a)}
+        flag.unlink()
+        sim.advance(3600)
+        assert await syncer.sync_all(["c1", "c2"], node_state=False)
+        rows = {(r.key.cluster, r.key.job_id, r.kind) for r in store.outbox_rows()}
+        assert ("c2", b, "start") in rows
+        assert ("c2", b, "stop") in rows
+        assert syncer.stats.sync_failures["c2"] == 1
+
+
+async def test_window_capped_at_max_span_names_backfill(
+    sim: SimCluster, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.apply("c1", [], now=T0, rest=True, nats=False, watermark=T0 - 30 * 86400)
+    syncer = make_syncer(sim, store)
+    begin, end, skipped = syncer.window("c1")
+    assert end - begin == 7 * 86400
+    assert skipped == pytest.approx(23 * 86400 + 60)
+    with caplog.at_level(logging.WARNING):
+        res = await syncer.tick("c1")
+    assert res.skipped_seconds == skipped
+    assert "cc-slurm-adapter backfill --cluster c1 --since" in caplog.text
+
+
+async def test_stale_job_is_marked_then_looked_up_and_stopped(
+    sim: SimCluster, store: Store
+) -> None:
+    jid = sim.submit(JobSpec(user="alice", duration=50))
+    sim.advance(7200)  # long finished, outside the next window
+    (truth,) = sim.jobs()
+    assert truth.start is not None
+    body = StartJob(
+        job_id=jid,
+        cluster="c1",
+        user="alice",
+        project="research",
+        num_nodes=1,
+        resources=[Resource(hostname=truth.nodes[0].hostname)],
+        start_time=truth.start,
+        shared="multi_user",
+    )
+    key = JobKey("c1", jid, truth.start)
+    store.apply(
+        "c1",
+        [QueueStart(key, body, "main", True)],
+        now=T0,
+        rest=True,
+        nats=False,
+        watermark=T0 + 7000,
+    )
+    for row in store.eligible(0, 10):
+        store.rest_done(row, publish_nats=False, now=T0)
+    syncer = make_syncer(sim, store)
+    await syncer.tick("c1")
+    job = store.job(key)
+    assert job is not None
+    assert job.stale
+    assert job.phase == "started"
+    assert store.outbox_depth() == 0
+    sim.advance(60)
+    await syncer.tick("c1")  # phase 2: sacct -j says it finished -> stop
+    (stop,) = stops(store).values()
+    assert stop.job_id == jid
+    assert stop.stop_time == truth.end
+
+
+async def test_lookup_of_unknown_job_is_harmless(sim: SimCluster, store: Store) -> None:
+    res = await make_syncer(sim, store).lookup("c1", [999_999])
+    assert res.started == frozenset()
+    assert res.finished == frozenset()
+    assert store.outbox_depth() == 0
+
+
+async def test_node_state_posts_sinfo(sim: SimCluster, store: Store) -> None:
+    syncer = make_syncer(sim, store)
+    sent: list[NodeStateRequest] = []
+
+    async def post(body: NodeStateRequest) -> None:
+        sent.append(body)
+
+    syncer.post_node_state = post
+    assert await syncer.node_state("c1")
+    (body,) = sent
+    assert body.cluster == "c1"
+    assert {n.hostname for n in body.nodes} >= {"ccn001", "cgpu001"}
+    sim.set_fault("ctld_down", command="sinfo")
+    assert not await syncer.node_state("c1")  # best effort: logged, not raised
+    assert syncer.stats.node_state_failures == 1
+
+
+def test_bin_dir_is_simulated(sim: SimCluster) -> None:
+    assert os.access(sim.bin_dir / "sacct", os.X_OK)
+
+
+async def test_hook_lookup_fetches_metadata_in_the_same_round(
+    sim: SimCluster, store: Store
+) -> None:
+    jid = sim.submit(JobSpec(user="carol", duration=900, script="#!/bin/bash\nsrun ./sim\n"))
+    sim.advance(5)
+    res = await make_syncer(sim, store).lookup("c1", [jid])
+    assert res.started == frozenset({jid})
+    assert res.finished == frozenset()
+    meta = starts(store)[jid].meta_data
+    assert meta["jobScript"] == "#!/bin/bash\nsrun ./sim\n"
+    assert meta["slurmInfo"].startswith(f"JobId={jid}")
+    commands = sorted(str(c["command"]) for c in sim.calls())
+    assert commands == ["sacct", "scontrol", "scontrol", "squeue"]  # one of each, no second round
