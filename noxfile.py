@@ -43,7 +43,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: prints tables with machine info, writes benchmarks/results/*.json."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
@@ -75,11 +75,11 @@ def integration(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run(
         "pytest",
+        *(session.posargs or ["tests/integration"]),
         "-m",
         "slurm",
         "-p",
         "no:cacheprovider",
         "-v",
-        *session.posargs,
         env={"CCSA_SLURM_TESTBED": os.environ.get("CCSA_SLURM_TESTBED", "1")},
     )
