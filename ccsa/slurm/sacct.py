@@ -2,6 +2,15 @@
 
 Only the fields ccsa reads are declared; msgspec skips everything else (``steps`` included)
 without building objects, which is what makes a 100k-job dump decode at hundreds of MB/s.
+
+Where the time goes (generated 24.11-shaped dump, 7.5 KB/job, CPU time per job on the shared
+2-core machine): scanning the JSON with only ``job_id`` declared costs 8.5 us (~880 MB/s, the
+floor for any view); the string fields add ~1 us, ``time`` ~0.6, ``array`` + ``het`` ~0.8,
+``state`` ~0.15 and ``tres`` ~3.5 (11 TresRec objects, each mostly the cost of its ``type``
+string). Tried and not kept: declaring fields in document order (no measurable effect),
+``Literal`` TRES types (unknown TRES types would fail the whole dump; ``Literal | str`` is not
+interned, so no gain), ``msgspec.Raw`` for ``tres`` (conversion needs it for every new job, and
+eager validation, which keeps bad input failing at decode, would decode it twice).
 """
 
 from __future__ import annotations

@@ -173,11 +173,19 @@ def decode_doc(decoder: msgspec.json.Decoder[D], data: bytes, command: str) -> D
     The cyclic garbage collector is paused while msgspec builds the views: a big dump creates
     millions of lists, and generation-0 collections triggered by them (which can find nothing:
     freshly decoded data has no cycles) would otherwise cost about a third of the decode time.
+    Afterwards the new objects are promoted straight to the oldest generation
+    (:func:`_promote_young`) instead of being traversed by the next generation-0 and -1
+    collections, which otherwise cost the *caller* 25-40% of its conversion time (measured on
+    10k generated sacct jobs: 30k tracked lists, 20 + 40 ms of generation-0/-1 passes during
+    150 ms of conversion).
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return decoder.decode(data)
+        doc = decoder.decode(data)
+        if was_enabled:
+            _promote_young()
+        return doc
     except msgspec.ValidationError as exc:
         raise decode_error(command, data, str(exc)) from exc
     except msgspec.DecodeError as exc:
@@ -188,6 +196,19 @@ def decode_doc(decoder: msgspec.json.Decoder[D], data: bytes, command: str) -> D
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _promote_young() -> None:
+    """Move every object the collector tracks into its oldest generation, in O(1).
+
+    ``gc.freeze()`` + ``gc.unfreeze()`` splice the generation lists together without traversing
+    them. Cyclic garbage made just before the decode is then found by the next full collection
+    instead of a young one (later, never lost). Skipped when something else froze objects: its
+    frozen set must stay frozen.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def decode_error(command: str, data: bytes, text: str) -> SlurmDecodeError:
