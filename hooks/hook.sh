@@ -1,8 +1,9 @@
 #!/bin/sh
 # slurmctld PrologSlurmctld/EpilogSlurmctld wrapper for ccsa (drop-in for cc-slurm-adapter).
 #
-# slurm.conf:
-#   PrEpPlugins=prep/script
+# Install this file as /opt/cc-slurm-adapter/hook.sh, next to the adapter (docs/admin-guide.md):
+#   install -m 0755 hooks/hook.sh /opt/cc-slurm-adapter/hook.sh
+# and point slurm.conf at that path (prep/script is Slurm's default PrEp plugin):
 #   PrologSlurmctld=/opt/cc-slurm-adapter/hook.sh
 #   EpilogSlurmctld=/opt/cc-slurm-adapter/hook.sh
 #

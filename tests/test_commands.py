@@ -336,3 +336,19 @@ def test_strip_cluster_header(data: bytes, expected: bytes) -> None:
 def test_bad_chunk_size() -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         Slurm(SlurmRunner(), chunk_size=0)
+
+
+async def test_batch_script_exit_0_with_empty_stdout_is_no_script(fake: Fake) -> None:
+    """Real 24.11: an id slurmctld does not hold exits 0, prints nothing, explains on stderr."""
+    fake.add(
+        "scontrol",
+        "job = int(args[4])\n"
+        "if job == 4000000:\n"
+        "    sys.stderr.write('job script retrieval failed: Invalid job id specified\\n')\n"
+        "    sys.exit(0)\n"
+        "sys.stdout.write(f'#!/bin/sh\\necho job {job}\\n')\n",
+    )
+    slurm = fake.slurm()
+    assert await slurm.batch_script("c1", 4000000) is None
+    assert await slurm.batch_script("c1", 7) == "#!/bin/sh\necho job 7\n"
+    assert await slurm.batch_scripts("c1", [7, 4000000]) == {7: "#!/bin/sh\necho job 7\n"}

@@ -273,3 +273,49 @@ def test_metadata_ids_only_for_jobs_in_slurmctld() -> None:
 def test_duplicate_records_in_one_answer_are_planned_once() -> None:
     actions = plan([Acct(1, 10), Acct(1, 10)], {}, {})
     assert len(actions) == 1
+
+
+def test_jobs_missing_from_the_live_queue_are_unseen() -> None:
+    """New starts and host-only queued starts without a live squeue record are asked for."""
+    rows = known(
+        KnownJob(k(2, 10), "start_queued", resources_complete=False),
+        KnownJob(k(3, 10), "start_queued", resources_complete=True),
+        KnownJob(k(4, 10), "started"),
+    )
+    accts = [Acct(1, 10, end=20), Acct(2, 10, end=20), Acct(3, 10, end=20), Acct(4, 10)]
+    accts += [Acct(5, 10), Acct(6, None)]
+    d = decide("c1", accts, {5: Queued(5, {"n1": [0]})}, rows, CONV, full_queue=True)
+    assert d.unseen == [1, 2]  # 3 is complete, 4 started, 5 is live, 6 never started
+    # without a queue view (finished-job lookups) nothing is asked for
+    assert decide("c1", accts, None, rows, CONV, full_queue=False).unseen == []
+
+
+def test_recent_records_give_resources_and_metadata_of_finished_jobs() -> None:
+    """slurmctld's record of a job that ended between two polls (within MinJobAge)."""
+    done = Queued(7, {"n2": [2, 3]})
+    accts = [Acct(7, 100, end=200, state="COMPLETED", nodes=("n2",))]
+    d = decide("c1", accts, {}, {}, CONV, full_queue=True, recent={7: done})
+    assert d.unseen == []
+    assert d.metadata_ids(CONV) == [7]  # scontrol still has its text and batch script
+    start, stop = build(d, CONV)
+    assert isinstance(start, QueueStart)
+    assert start.resources_complete
+    assert start.body.resources == [Resource(hostname="n2", hwthreads=[2, 3])]
+    assert isinstance(stop, QueueStop)
+    assert count_without_resources([start, stop]) == 0
+    # a queued host-only start of the same job is patched from it
+    rows = known(KnownJob(k(7, 100), "start_queued", resources_complete=False))
+    d = decide("c1", accts, {}, rows, CONV, full_queue=True, recent={7: done})
+    actions = build(d, CONV)
+    assert UpdateResources(k(7, 100), [Resource(hostname="n2", hwthreads=[2, 3])]) in actions
+
+
+def test_recent_records_never_count_as_running() -> None:
+    """A finished job in ``recent`` does not clear a stale mark nor hide a job from the check."""
+    stale = KnownJob(k(8, 10), "started", stale=True)
+    d = decide("c1", [Acct(8, 10)], {}, known(stale), CONV, full_queue=True, recent={8: Queued(8)})
+    assert MarkStale(k(8, 10), False) not in d.extra
+    assert d.lookup == [8]  # still missing from the live queue: phase 2 looks it up
+    running = KnownJob(k(9, 10), "started")
+    d = decide("c1", [], {}, known(running), CONV, full_queue=True, recent={9: Queued(9)})
+    assert build(d, CONV) == [MarkStale(k(9, 10), True)]

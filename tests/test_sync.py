@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,6 +18,7 @@ from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
 from ccsa.daemon.plan import JobKey, QueueStart
 from ccsa.daemon.store import Store
 from ccsa.daemon.sync import ConvertAdapter, Syncer
+from ccsa.errors import SlurmError
 from ccsa.sim.slurm import JobSpec, Shape, SimCluster
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.runner import SlurmRunner
@@ -278,3 +280,76 @@ async def test_hook_lookup_fetches_metadata_in_the_same_round(
     assert meta["slurmInfo"].startswith(f"JobId={jid}")
     commands = sorted(str(c["command"]) for c in sim.calls())
     assert commands == ["sacct", "scontrol", "scontrol", "squeue"]  # one of each, no second round
+
+
+def _resources(truth: Any, *, gpus: bool = True) -> list[Resource]:
+    """What cc-backend should get for a job, straight from the simulator's ground truth."""
+    return [
+        Resource(
+            hostname=n.hostname,
+            hwthreads=list(n.hwthreads),
+            accelerators=([PCI[g] for g in n.gpus] or None) if gpus else None,
+        )
+        for n in truth.nodes
+    ]
+
+
+async def test_jobs_that_ran_while_sacct_failed_keep_their_hwthreads(
+    tmp_path: Path, store: Store
+) -> None:
+    """slurmdbd outage: jobs start and end while every poll fails on sacct. Once sacct answers,
+    slurmctld still holds the jobs that ended less than MinJobAge ago (``scontrol show job
+    --json``): those arrive with their cores. GPU indices are gone from slurmctld's record of a
+    finished job (``gres_detail`` is empty), and older jobs only have their host names."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=300)
+    syncer = make_syncer(sim, store)
+    assert await syncer.sync_all(["c1"], node_state=False)
+    sim.set_fault("dbd_down", command="sacct")
+    old = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=2), duration=30))
+    sim.advance(400)
+    assert not await syncer.sync_all(["c1"], node_state=False)
+    cpu = sim.submit(JobSpec(user="bob", shape=Shape(cpus_per_node=3), duration=30))
+    gpu = sim.submit(
+        JobSpec(user="carol", partition="gpu", duration=30, shape=Shape(gpus_per_node=1))
+    )
+    sim.advance(40)
+    assert not await syncer.sync_all(["c1"], node_state=False)
+    assert store.outbox_depth() == 0
+    sim.advance(40)  # 'old' ended 449 s ago (> MinJobAge), the others 50 s ago
+    sim.clear_faults()
+    truth = {j.job_id: j for j in sim.jobs()}
+    assert {truth[j].state for j in (old, cpu, gpu)} == {"COMPLETED"}
+    assert await syncer.sync_all(["c1"], node_state=False)
+    got = starts(store)
+    assert got[cpu].resources == _resources(truth[cpu])
+    assert got[gpu].resources == _resources(truth[gpu], gpus=False)
+    assert got[gpu].resources[0].hwthreads  # the cores survive, the GPU indices do not
+    assert got[gpu].num_acc == 1  # sacct's TRES still counts the GPU
+    assert got[cpu].meta_data["slurmInfo"].startswith(f"JobId={cpu} ")
+    assert got[old].resources == [Resource(hostname=truth[old].nodes[0].hostname)]
+    assert set(stops(store)) == {old, cpu, gpu}
+    rows = {r.key.job_id: r.key for r in store.outbox_rows() if r.kind == "start"}
+    complete = {j: getattr(store.job(rows[j]), "resources_complete", None) for j in (old, cpu)}
+    assert complete == {old: False, cpu: True}
+
+
+async def test_hook_lookup_after_sacct_failed_finds_the_finished_job_in_slurmctld(
+    sim: SimCluster, store: Store
+) -> None:
+    """The PrEp path: sacct fails at the prolog; the retry after the job ended still gets its
+    cores from slurmctld (the job left squeue's default view, not slurmctld's memory)."""
+    sim.set_fault("dbd_down", command="sacct")
+    jid = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=4), duration=20))
+    sim.advance(5)
+    syncer = make_syncer(sim, store)
+    with pytest.raises(SlurmError, match="Problem talking to the database"):
+        await syncer.lookup("c1", [jid])
+    sim.advance(60)
+    sim.clear_faults()
+    res = await syncer.lookup("c1", [jid])
+    assert res.finished == frozenset({jid})
+    (truth,) = sim.jobs()
+    assert starts(store)[jid].resources == _resources(truth)
+    assert stops(store)[jid].job_state == "completed"
+    asked = [c["argv"] for c in sim.calls() if c["command"] == "scontrol"]
+    assert ["--cluster", "c1", "show", "job", "--json"] in asked

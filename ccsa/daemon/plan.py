@@ -151,6 +151,11 @@ class Decision:
     extra: list[Action] = field(default_factory=list)
     lookup: list[int] = field(default_factory=list)
     stop_keys: set[tuple[int, int]] = field(default_factory=set)
+    #: ids that need slurmctld's record (new starts, or queued starts still without their
+    #: resources) but are missing from the live queue: typically jobs that ended between two
+    #: polls or while slurmdbd was down. slurmctld keeps finished jobs for MinJobAge
+    #: (``scontrol show job --json``, ``squeue -t all``); pass them back to `decide` as `recent`.
+    unseen: list[int] = field(default_factory=list)
 
     def metadata_ids(self, conv: Converter) -> list[int]:
         """Ids of new starts still in slurmctld: only those have scontrol text / batch script."""
@@ -177,6 +182,7 @@ def decide(
     conv: Converter,
     *,
     full_queue: bool,
+    recent: Mapping[int, Any] | None = None,
 ) -> Decision:
     """Compare Slurm's view with the known jobs of one cluster.
 
@@ -186,6 +192,10 @@ def decide(
         known: the cluster's known-job rows keyed by (job_id, start_time).
         full_queue: True when `queue` is the complete ``squeue --all``; only then can a job
             missing from it be called stale.
+        recent: slurmctld's records of jobs missing from `queue` (finished, but still within
+            MinJobAge), each for the same run as its sacct record. Used for resources and
+            metadata only: a job found only here is not running, so it never clears a stale
+            mark and plays no part in the stale check.
     """
     decision = Decision(cluster)
     by_id: dict[int, list[KnownJob]] = {}
@@ -203,7 +213,9 @@ def decide(
             continue  # the same record twice (overlapping answers)
         settled.add((jid, start))
         finished = conv.is_finished(acct)
-        q = queue.get(jid) if queue is not None else None
+        live = queue.get(jid) if queue is not None else None
+        q = live if live is not None or recent is None else recent.get(jid)
+        unseen = q is None and queue is not None
         for older in by_id.get(jid, []):
             # A requeued job comes back with a new start time: a new job for cc-backend.
             if older.key.start_time < start and older.phase in RUNNING_PHASES:
@@ -212,20 +224,25 @@ def decide(
         row = known.get((jid, start))
         if row is None:
             decision.starts.append((acct, q))
+            if unseen:
+                decision.unseen.append(jid)
             if finished:
                 decision.stops.append((acct, start))
                 decision.stop_keys.add((jid, start))
             continue
         if row.phase == "ignored":
             continue
-        if row.phase == "start_queued" and not row.resources_complete and q is not None:
-            resources = conv.capture_resources(q)
-            if resources:
-                decision.extra.append(UpdateResources(key, resources))
+        if row.phase == "start_queued" and not row.resources_complete:
+            if q is not None:
+                resources = conv.capture_resources(q)
+                if resources:
+                    decision.extra.append(UpdateResources(key, resources))
+            elif unseen:
+                decision.unseen.append(jid)
         if finished and row.phase in RUNNING_PHASES:
             decision.stops.append((acct, start))
             decision.stop_keys.add((jid, start))
-        elif row.stale and q is not None:
+        elif row.stale and live is not None:
             decision.extra.append(MarkStale(key, False))
 
     if queue is not None and full_queue:

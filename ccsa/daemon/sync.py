@@ -7,6 +7,10 @@ crash anywhere re-reads the window instead of skipping it). Then phase 2 of the 
 (``sacct -j`` of jobs missing from squeue twice) and node state (best effort).
 `Syncer.lookup(cluster, ids)` is the same planning for a few job ids (PrEp events, stale jobs,
 the stuck-job checker) without a watermark move.
+
+Both fetch slurmctld's record of a new start missing from the live queue (it ended between two
+polls, or while slurmdbd was down so sacct could not answer in time) with one
+``scontrol show job --json``: slurmctld keeps finished jobs, cores included, for MinJobAge.
 """
 
 from __future__ import annotations
@@ -169,10 +173,15 @@ class Syncer:
         async def get_queue() -> None:
             queue_jobs.extend((await self.slurm.squeue_all(cluster)).jobs)
 
-        await _concurrently(get_sacct, get_queue)
+        # sacct first, then squeue (not concurrently): slurmctld starts a job before slurmdbd
+        # records it, so every job this sacct shows as started is in the later squeue snapshot
+        # with its resources. Concurrently, squeue could be the older snapshot and still show
+        # it PENDING; its start would then go out with host names only (found by the soak).
+        await get_sacct()
+        await get_queue()
         queue = {q.job_id: q for q in queue_jobs}
         known = self.store.known_jobs(cluster)
-        decision = plan.decide(cluster, accts, queue, known, self.conv, full_queue=True)
+        decision = await self.decide(cluster, accts, queue, known, full_queue=True)
         actions = await self.build(cluster, decision)
         applied = self.apply(cluster, actions, watermark=end)
         self.stats.sync_ticks += 1
@@ -275,7 +284,7 @@ class Syncer:
         for key in forget:
             known.pop(key, None)
         queue = {q.job_id: q for q in queue_jobs} if with_queue else None
-        decision = plan.decide(cluster, accts, queue, known, self.conv, full_queue=False)
+        decision = await self.decide(cluster, accts, queue, known, full_queue=False)
         actions = await self.build(cluster, decision, (info, scripts, set(new_ids)))
         if forget:
             lost = {JobKey(cluster, jid, st) for jid, st in forget}
@@ -289,6 +298,54 @@ class Syncer:
         return LookupResult(started, finished, applied)
 
     # --- shared ---------------------------------------------------------------------------
+
+    async def decide(
+        self,
+        cluster: str,
+        accts: Sequence[SacctJob],
+        queue: Mapping[int, QueueJob] | None,
+        known: Mapping[tuple[int, int], KnownJob],
+        *,
+        full_queue: bool,
+    ) -> plan.Decision:
+        """`plan.decide`, then again with slurmctld's records of the jobs it found unseen."""
+        decision = plan.decide(cluster, accts, queue, known, self.conv, full_queue=full_queue)
+        if not decision.unseen:
+            return decision
+        recent = await self.recent(cluster, decision.unseen, accts)
+        if not recent:
+            return decision
+        return plan.decide(
+            cluster, accts, queue, known, self.conv, full_queue=full_queue, recent=recent
+        )
+
+    async def recent(
+        self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
+    ) -> dict[int, QueueJob]:
+        """slurmctld's records of ``ids`` that are missing from squeue's default view.
+
+        One ``scontrol show job --json``: unlike squeue's default state filter it still lists
+        jobs that ended less than MinJobAge ago, with their cores (not their GPU indices:
+        ``gres_detail`` is empty once a job ended). A record is only used for the run sacct
+        describes (same start time): a requeued job's current run is not its earlier one.
+        Failures are logged; the jobs then go out with host names, as before.
+        """
+        try:
+            found = await self.slurm.scontrol_jobs_json(cluster, ids)
+        except SlurmError as exc:
+            log.warning("%s: no slurmctld record for %d jobs: %s", cluster, len(ids), exc)
+            return {}
+        starts = {j.job_id: convert.start_time(j) for j in accts}
+        recent = {
+            q.job_id: q
+            for q in found
+            if q.job_id in starts and convert.queue_start_time(q) == starts[q.job_id]
+        }
+        log.debug(
+            "%s: %d of %d jobs missing from squeue found in slurmctld (ended < MinJobAge ago)",
+            cluster, len(recent), len(ids),
+        )  # fmt: skip
+        return recent
 
     async def build(
         self,

@@ -207,12 +207,20 @@ class Slurm:
         return {i: records[i] for i in asked if i in records}
 
     async def batch_script(self, cluster: str, job_id: int) -> str | None:
-        """``scontrol --cluster C write batch_script ID -``; None if Slurm cannot give it."""
+        """``scontrol --cluster C write batch_script ID -``; None if Slurm cannot give it.
+
+        Slurm 24.11 answers an id it does not know (or no longer holds) with exit 0, an empty
+        stdout and ``job script retrieval failed: ...`` on stderr: empty output is "no script",
+        never an empty script (a real batch script has at least its ``#!`` line).
+        """
         args = ["--cluster", cluster, "write", "batch_script", str(job_id), "-"]
         try:
             data = await self.runner.run("scontrol", args)
         except SlurmError as exc:
             log.debug("no batch script for job %d on %s: %s", job_id, cluster, exc)
+            return None
+        if not data.strip():
+            log.debug("no batch script for job %d on %s: scontrol printed nothing", job_id, cluster)
             return None
         return data.decode("utf-8", errors="replace")
 

@@ -3,11 +3,12 @@
 Part 1 pins the behaviours of the real Slurm commands that ccsa relies on (exact argv ccsa
 runs), decodes their live output with ccsa's own view decoders, and runs ccsa's hook inside the
 real slurmctld. Part 1b compares the simulator and the recorded fixtures with the real output
-(known differences are strict xfails). Part 2 submits real jobs of every kind and checks what
-Slurm shows of them. Part 3 runs the daemon (``cc-slurm-adapter -daemon``, a real process) with
-the real Slurm commands, the stand-in cc-backend and a real nats-server: every job kind, the
-hook path, ``check``, and slurmctld/slurmdbd restarts. docs/real-slurm.md has the findings.
-Everything is synchronous: Slurm, the daemon, the stand-in and nats-server are subprocesses.
+(the differences found were fixed in the simulator; see docs/real-slurm.md). Part 2 submits
+real jobs of every kind and checks what Slurm shows of them. Part 3 runs the daemon
+(``cc-slurm-adapter -daemon``, a real process) with the real Slurm commands, the stand-in
+cc-backend and a real nats-server: every job kind, the hook path, ``check``, and
+slurmctld/slurmdbd restarts. docs/real-slurm.md has the findings. Everything is synchronous:
+Slurm, the daemon, the stand-in and nats-server are subprocesses.
 """
 
 from __future__ import annotations
@@ -324,12 +325,14 @@ def test_real_job_kind_in_slurm(real_jobs: RealJobs, kind: Any) -> None:
             assert rec["exit_code"]["return_code"]["number"] == 3
             assert rec["exit_code"]["status"] == ["ERROR"]
         if kind.cancel == "running" or kind.state == "TIMEOUT":
-            # the signal is only on the batch step; the job record says SUCCESS until a
-            # slurmctld restart (while the job is still in memory) rewrites it as SIGNALED
+            # The signal is only on the batch step, and Slurm 24.11 is not consistent about it:
+            # seen as SIGNALED/TERM in one run and as ERROR in another; the job record says
+            # SUCCESS until a slurmctld restart (job still in memory) rewrites it as SIGNALED.
             batch = next(st for st in rec["steps"] if st["step"]["name"] == "batch")
-            assert batch["exit_code"]["status"] == ["SIGNALED"]
-            assert batch["exit_code"]["signal"]["name"] == "TERM"
-            assert rec["exit_code"]["status"] == ["SUCCESS"]
+            assert batch["exit_code"]["status"] in (["SIGNALED"], ["ERROR"])
+            if batch["exit_code"]["status"] == ["SIGNALED"]:
+                assert batch["exit_code"]["signal"]["name"] == "TERM"
+            assert rec["exit_code"]["status"] in (["SUCCESS"], ["SIGNALED"])
         if kind.tasks > 1:
             assert rec["array"]["job_id"] == min(ids)
 
@@ -412,17 +415,8 @@ DIFF_PROBES: list[Any] = [
     ("squeue-two-unknown", "squeue --noheader --cluster {C} -j {U},{U}1 --json", ""),
     ("scontrol-text-unknown", "scontrol --cluster {C} show job {U}", "Invalid job id specified"),
     ("scontrol-json-unknown", "scontrol --cluster {C} show job {U} --json", ""),
-    pytest.param(
-        "batch-script-unknown",
-        "scontrol --cluster {C} write batch_script {U} -",
-        "job script retrieval failed",
-        marks=pytest.mark.xfail(
-            reason="simulator exits 1 ('Invalid job id specified for job N'); real 24.11 exits 0 "
-            "with empty stdout and 'job script retrieval failed' on stderr",
-            strict=True,
-        ),
-        id="batch-script-unknown",
-    ),
+    ("batch-script-unknown", "scontrol --cluster {C} write batch_script {U} -",
+     "job script retrieval failed"),
     ("sacct-unknown", "sacct --cluster {C} -j {U} --json", ""),
     ("sacctmgr-clusters", "sacctmgr list clusters --noheader --json", ""),
 ]  # fmt: skip
@@ -504,10 +498,6 @@ def test_simulator_sacct_job_shape(sim_bin: tuple[Path, str], real_jobs: RealJob
     assert _shape_diff(_shape(real), _shape(sim)) == []
 
 
-@pytest.mark.xfail(
-    reason="simulator's sinfo[] has partition.flags and lacks resource_spec (real 24.11.5)",
-    strict=True,
-)
 def test_simulator_sinfo_shape(testbed: Testbed, sim_bin: tuple[Path, str]) -> None:
     real = testbed.json("sinfo", "--cluster", testbed.cluster, "--noheader", "--json")
     sim = _sim_json(sim_bin, "sinfo", "--cluster", "{C}", "--noheader", "--json")
@@ -998,12 +988,6 @@ def test_restart_slurmctld_and_slurmdbd_while_jobs_run(
                            f"{stored[j]['resources']}"))  # fmt: skip
 
 
-@pytest.mark.xfail(
-    reason="the daemon does not capture hwthreads of a job that starts and ends while slurmdbd "
-    "is down (its hook lookup needs sacct first); `squeue -t all -j ID` still has the cores",
-    raises=AssertionError,
-    strict=True,
-)
 def test_resources_of_a_job_that_ran_while_slurmdbd_was_down(
     testbed: Testbed, standin: StandIn, chroot_hook: ChrootHook, tmp_path: Path
 ) -> None:

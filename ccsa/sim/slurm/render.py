@@ -447,7 +447,10 @@ def sacct_job(
         "stdout": f"/home/{user}/slurm-%j.out",
         "stderr": "",
         "stdin": "/dev/null",
-        "state": {"current": [state], "reason": "None" if run is not None else "Priority"},
+        "state": {
+            "current": [state],
+            "reason": "Priority" if state == "PENDING" and run is None else "None",
+        },
         "steps": steps,
         "submit_line": f"sbatch -J {j.name} job.sh",
         "tres": {

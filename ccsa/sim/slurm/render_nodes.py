@@ -2,7 +2,10 @@
 and users (pure), in the shapes of data_parser v0.0.41-v0.0.44 (slurm-json.md §9, §10).
 
 There are no real sinfo/sacctmgr-clusters captures in the fixtures; the shapes follow Slurm's
-data_parser sources as described in slurm-json.md.
+data_parser sources as described in slurm-json.md, checked against the real 24.11.5 test bed
+(docs/real-slurm.md): each ``sinfo[]`` group carries ``resource_spec`` (the node's CoreSpec/
+MemSpec limits; none here), and the partition object has no ``flags`` (a partition's flags are
+not part of data_parser's PARTITION_INFO in any version; v0.0.43+ add ``topology``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def sinfo(ctx: Ctx, spec: ClusterSpec, running: Sequence[View]) -> list[Doc]:
         pgroups = [by_prefix[x] for x in p.groups]
         pnodes = [n for g in pgroups for n in g.names()]
         total_cpus = sum(g.ncores * g.threads * g.count for g in pgroups)
-        pdoc = _partition_doc(spec, p.name, p.time_limit, pnodes, total_cpus, p.default)
+        pdoc = _partition_doc(ctx, spec, p.name, p.time_limit, pnodes, total_cpus)
         buckets: dict[tuple[str, str, str], list[str]] = {}
         for g in pgroups:
             for name in g.names():
@@ -48,50 +51,51 @@ def sinfo(ctx: Ctx, spec: ClusterSpec, running: Sequence[View]) -> list[Doc]:
             g = by_prefix[prefix]
             cpn = g.ncores * g.threads
             alloc = sum(used_cores.get(n, 0) * g.threads for n in names)
-            out.append(
-                {
-                    "port": 6818,
-                    "node": {"state": [st]},
-                    "nodes": {
-                        "allocated": len(names) if st in ("ALLOCATED", "MIXED") else 0,
-                        "idle": len(names) if st == "IDLE" else 0,
-                        "other": 0,
-                        "total": len(names),
-                        "hostnames": list(names),
-                        "addresses": list(names),
-                        "nodes": list(names),
-                    },
-                    "cpus": {
-                        "allocated": alloc,
-                        "idle": cpn * len(names) - alloc,
-                        "other": 0,
-                        "total": cpn * len(names),
-                        "minimum": cpn,
-                        "maximum": cpn,
-                        "load": {"minimum": 0, "maximum": 0},
-                        "per_node": {"max": NV_UNSET},
-                    },
-                    "sockets": {"minimum": g.sockets, "maximum": g.sockets},
-                    "cores": {"minimum": g.cores, "maximum": g.cores},
-                    "threads": {"minimum": g.threads, "maximum": g.threads},
-                    "disk": {"minimum": 0, "maximum": 0},
-                    "memory": {
-                        "minimum": g.memory,
-                        "maximum": g.memory,
-                        "free": {"minimum": nv(g.memory // 2), "maximum": nv(g.memory)},
-                        "allocated": used_mem.get(names[-1], 0),
-                    },
-                    "weight": {"minimum": 1, "maximum": 1},
-                    "features": {"total": "", "active": ""},
-                    "gres": {"total": g.gres(), "used": gused},
-                    "cluster": "",
-                    "comment": "",
-                    "extra": "",
-                    "reason": {"description": "", "time": 0, "user": ""},
-                    "reservation": "",
-                    "partition": pdoc,
-                }
-            )
+            group: Doc = {
+                "port": 6818,
+                "node": {"state": [st]},
+                "nodes": {
+                    "allocated": len(names) if st in ("ALLOCATED", "MIXED") else 0,
+                    "idle": len(names) if st == "IDLE" else 0,
+                    "other": 0,
+                    "total": len(names),
+                    "hostnames": list(names),
+                    "addresses": list(names),
+                    "nodes": list(names),
+                },
+                "cpus": {
+                    "allocated": alloc,
+                    "idle": cpn * len(names) - alloc,
+                    "other": 0,
+                    "total": cpn * len(names),
+                    "minimum": cpn,
+                    "maximum": cpn,
+                    "load": {"minimum": 0, "maximum": 0},
+                    "per_node": {"max": NV_UNSET},
+                },
+                "sockets": {"minimum": g.sockets, "maximum": g.sockets},
+                "cores": {"minimum": g.cores, "maximum": g.cores},
+                "threads": {"minimum": g.threads, "maximum": g.threads},
+                "disk": {"minimum": 0, "maximum": 0},
+                "memory": {
+                    "minimum": g.memory,
+                    "maximum": g.memory,
+                    "free": {"minimum": nv(g.memory // 2), "maximum": nv(g.memory)},
+                    "allocated": used_mem.get(names[-1], 0),
+                },
+                "weight": {"minimum": 1, "maximum": 1},
+                "features": {"total": "", "active": ""},
+                "gres": {"total": g.gres(), "used": gused},
+                "cluster": "",
+                "comment": "",
+                "extra": "",
+                "reason": {"description": "", "time": 0, "user": ""},
+                "reservation": "",
+                # seen on the real 24.11.5 (v0.0.42); not known to exist in v0.0.41
+                **({"resource_spec": {"cpus": "", "memory": 0}} if ctx.n >= 42 else {}),
+                "partition": pdoc,
+            }
+            out.append(group)
     return out
 
 
@@ -110,9 +114,9 @@ def _gres_used(g: NodeGroup, used: set[int], any_gpus: bool) -> str:
 
 
 def _partition_doc(
-    spec: ClusterSpec, name: str, limit: int, nodes: list[str], cpus: int, default: bool
+    ctx: Ctx, spec: ClusterSpec, name: str, limit: int, nodes: list[str], cpus: int
 ) -> Doc:
-    return {
+    doc: Doc = {
         "nodes": {"allowed_allocation": "", "configured": compress(nodes), "total": len(nodes)},
         "accounts": {"allowed": "", "deny": ""},
         "groups": {"allowed": ""},
@@ -152,8 +156,10 @@ def _partition_doc(
         "timeouts": {"resume": NV_UNSET, "suspend": NV_UNSET},
         "partition": {"state": ["UP"]},
         "suspend_time": NV_UNSET,
-        "flags": ["default"] if default else [],
     }
+    if ctx.n >= 43:
+        doc["topology"] = ""
+    return doc
 
 
 # --------------------------------------------------------------------------------------------
