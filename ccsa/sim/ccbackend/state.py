@@ -37,7 +37,9 @@ __all__ = [
 #: §2.2 step 5 / §6: a start within this many seconds (signed) of a committed job is a duplicate.
 DUPLICATE_WINDOW = 86400
 
-#: §3.3: ``schema.JobState.Valid()`` on v1.5 (also the DB CHECK).
+#: §3.3: ``schema.JobState.Valid()`` on v1.5 (also the DB CHECK). Deliberately written out
+#: here rather than imported from ``ccsa.ccbackend.models``: the stand-in models cc-backend
+#: independently, so a wrong assumption in ccsa's own list shows up as a test failure.
 VALID_STATES_V15 = frozenset(
     {
         "boot_fail",
