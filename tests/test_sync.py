@@ -337,7 +337,7 @@ async def test_hook_lookup_after_sacct_failed_finds_the_finished_job_in_slurmctl
     sim: SimCluster, store: Store
 ) -> None:
     """The PrEp path: sacct fails at the prolog; the retry after the job ended still gets its
-    cores from slurmctld (the job left squeue's default view, not slurmctld's memory)."""
+    cores (the job left squeue's default view; its live record was remembered)."""
     sim.set_fault("dbd_down", command="sacct")
     jid = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=4), duration=20))
     sim.advance(5)
@@ -351,5 +351,31 @@ async def test_hook_lookup_after_sacct_failed_finds_the_finished_job_in_slurmctl
     (truth,) = sim.jobs()
     assert starts(store)[jid].resources == _resources(truth)
     assert stops(store)[jid].job_state == "completed"
+    # the first round's squeue answer (job running) was remembered although sacct failed, so
+    # slurmctld's finished record (``scontrol show job --json``) is not even needed
     asked = [c["argv"] for c in sim.calls() if c["command"] == "scontrol"]
-    assert ["--cluster", "c1", "show", "job", "--json"] in asked
+    assert ["--cluster", "c1", "show", "job", "--json"] not in asked
+
+
+async def test_gpus_seen_while_running_survive_a_lookup_after_the_end(
+    sim: SimCluster, store: Store
+) -> None:
+    """A short GPU job: the prolog lookup sees it running (GPU indices) but sacct fails; by the
+    retry it has ended and slurmctld's record has no GPU indices any more. The live record
+    remembered from the first answer still gives the start its accelerators (soak finding)."""
+    sim.set_fault("dbd_down", command="sacct")
+    jid = sim.submit(
+        JobSpec(user="carol", partition="gpu", duration=20, shape=Shape(gpus_per_node=2))
+    )
+    sim.advance(5)
+    syncer = make_syncer(sim, store)
+    with pytest.raises(SlurmError, match="Problem talking to the database"):
+        await syncer.lookup("c1", [jid])
+    sim.advance(60)
+    sim.clear_faults()
+    res = await syncer.lookup("c1", [jid])
+    assert res.finished == frozenset({jid})
+    (truth,) = sim.jobs()
+    assert truth.nodes[0].gpus  # the simulator gave it GPUs
+    assert starts(store)[jid].resources == _resources(truth)
+    assert starts(store)[jid].resources[0].accelerators == [PCI[g] for g in truth.nodes[0].gpus]

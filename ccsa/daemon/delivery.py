@@ -104,6 +104,10 @@ class _Gate:
         return not (self.probing and self.in_flight > 0)
 
     def failure(self, now: float) -> None:
+        if now < self.pause_until:
+            # Rows sent together before the pause fail together: one failed attempt, not N
+            # (8 workers timing out at once would otherwise pause for 2**7 s straight away).
+            return
         self.failures += 1
         self.pause_until = now + self.backoff.delay(self.failures)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import trio
 
 from ccsa import convert
@@ -33,9 +34,13 @@ from ccsa.errors import BackendError, SlurmError
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
+from ccsa.slurm.types import first
 
 log = logging.getLogger(__name__)
 
+#: How long a remembered live squeue record of a not-yet-started job is kept (`Syncer.remember`):
+#: long enough for the slowest poll to plan the job, short enough to stay small.
+MEMORY_SECONDS = 3600.0
 #: Stopped jobs are forgotten once they ended this long before the window start (they can no
 #: longer appear in a window; a stale re-appearance would only cost an idempotent 422).
 PRUNE_MARGIN = 3600.0
@@ -134,6 +139,9 @@ class Syncer:
     on_queued: Callable[[], None] = lambda: None
     post_node_state: Callable[[NodeStateRequest], Awaitable[None]] | None = None
     stats: Stats = field(default_factory=Stats)
+    #: The last live record (RUNNING, GPUs included) of each not-yet-started job seen in any
+    #: squeue answer, per cluster: {job_id: (start_time, record, seen at)}. See `remember`.
+    _live: dict[str, dict[int, tuple[int, QueueJob, float]]] = field(default_factory=dict)
 
     # --- the poll -------------------------------------------------------------------------
 
@@ -181,6 +189,7 @@ class Syncer:
         await get_queue()
         queue = {q.job_id: q for q in queue_jobs}
         known = self.store.known_jobs(cluster)
+        self.remember(cluster, queue_jobs, known)
         decision = await self.decide(cluster, accts, queue, known, full_queue=True)
         actions = await self.build(cluster, decision)
         applied = self.apply(cluster, actions, watermark=end)
@@ -268,7 +277,10 @@ class Syncer:
             accts.extend((await self.slurm.sacct_jobs(cluster, wanted)).jobs)
 
         async def get_queue() -> None:
-            queue_jobs.extend(await self.slurm.squeue_jobs(cluster, wanted))
+            got = await self.slurm.squeue_jobs(cluster, wanted)
+            queue_jobs.extend(got)
+            # at once, even if sacct fails in this round: the job may be gone by the retry
+            self.remember(cluster, got, dict(self.store.known_jobs_for(cluster, wanted)))
 
         async def get_meta() -> None:
             got_info, got_scripts = await self._metadata(cluster, new_ids, new_ids)
@@ -308,16 +320,68 @@ class Syncer:
         *,
         full_queue: bool,
     ) -> plan.Decision:
-        """`plan.decide`, then again with slurmctld's records of the jobs it found unseen."""
+        """`plan.decide`, then again with better records of the jobs it found unseen.
+
+        For a job missing from this squeue answer, a live record remembered from an earlier
+        answer (`remember`: RUNNING, cores and GPU indices) beats slurmctld's record of the
+        finished job (`recent`: cores only, ``gres_detail`` is emptied when a job ends).
+        """
         decision = plan.decide(cluster, accts, queue, known, self.conv, full_queue=full_queue)
         if not decision.unseen:
             return decision
-        recent = await self.recent(cluster, decision.unseen, accts)
+        recent = self.remembered(cluster, decision.unseen, accts)
+        missing = [jid for jid in decision.unseen if jid not in recent]
+        if missing:
+            recent = {**await self.recent(cluster, missing, accts), **recent}
         if not recent:
             return decision
         return plan.decide(
             cluster, accts, queue, known, self.conv, full_queue=full_queue, recent=recent
         )
+
+    def remember(
+        self,
+        cluster: str,
+        queue_jobs: Sequence[QueueJob],
+        known: Mapping[tuple[int, int], KnownJob],
+    ) -> None:
+        """Keep the live record of every RUNNING job whose start is not delivered yet.
+
+        A short job can end before the plan that starts it runs: a hook lookup then finds only
+        slurmctld's finished record (no GPU indices), while an earlier squeue answer, whose own
+        plan is still fetching metadata, saw it running with its GPUs (found by the soak).
+        Remembering the live record the moment an answer is decoded lets whichever plan starts
+        the job use it. Only jobs not yet started in cc-backend are kept (a copy of their
+        ``job_resources``, not the whole squeue document), and only for MEMORY_SECONDS.
+        """
+        now = self.now()
+        live = self._live.setdefault(cluster, {})
+        for q in queue_jobs:
+            if first(q.job_state) != "RUNNING":
+                continue
+            start = convert.queue_start_time(q)
+            if start is None:
+                continue
+            row = known.get((q.job_id, start))
+            if row is not None and (row.phase != "start_queued" or row.resources_complete):
+                continue
+            copy = msgspec.structs.replace(q, job_resources_json=q.job_resources_json.copy())
+            live[q.job_id] = (start, copy, now)
+        for jid in [j for j, (_, _, seen) in live.items() if now - seen > MEMORY_SECONDS]:
+            del live[jid]
+
+    def remembered(
+        self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
+    ) -> dict[int, QueueJob]:
+        """Remembered live records of ``ids``, each only for the run sacct describes."""
+        live = self._live.get(cluster, {})
+        starts = {j.job_id: convert.start_time(j) for j in accts}
+        found: dict[int, QueueJob] = {}
+        for jid in ids:
+            got = live.get(jid)
+            if got is not None and got[0] == starts.get(jid):
+                found[jid] = got[1]
+        return found
 
     async def recent(
         self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
@@ -407,24 +471,24 @@ class Syncer:
 
 
 async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
-    """Run the calls at once; a Slurm failure surfaces as that SlurmError, not a group."""
-    try:
-        async with trio.open_nursery() as nursery:
-            for call in calls:
-                nursery.start_soon(call)
-    except BaseExceptionGroup as group:
-        slurm_errors, others = group.split(SlurmError)
-        if others is None and slurm_errors is not None:
-            first = _leaves(slurm_errors)[0]
-            raise first from None
-        raise
+    """Run the calls at once and let each finish; then raise the first SlurmError, if any.
 
+    A failing call does not cancel the others: what they learned is still used (e.g. the live
+    squeue record `Syncer.remember` keeps while sacct is failing). Anything else propagates.
+    """
+    failures: list[SlurmError] = []
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
+    async def guarded(call: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await call()
+        except SlurmError as exc:
+            failures.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for call in calls:
+            nursery.start_soon(guarded, call)
+    if failures:
+        raise failures[0]
 
 
 def _dt(epoch: float) -> datetime:

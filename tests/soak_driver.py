@@ -1,0 +1,751 @@
+"""The soak harness: thousands of simulated jobs through the real daemon under a fault schedule.
+
+One `run_soak(plan)` call starts, on this machine and on loopback only:
+
+* the simulated Slurm cluster (``ccsa.sim.slurm``) on the **wall clock** with a seeded workload
+  of short jobs (seconds), its commands answering as real executables;
+* the stand-in cc-backend (``ccsa.sim.ccbackend``) in this process, on a free port;
+* a real ``nats-server`` (``tests.nats_server``), restartable;
+* the daemon as a real subprocess, exactly as systemd runs it
+  (``python -m ccsa -daemon -config FILE``), killed with SIGKILL and restarted several times;
+* Prolog/Epilog hook messages for every start and end, sent to the daemon's socket.
+
+While the workload runs, a seeded fault schedule (`fault_schedule`, pure) hits ccsa: cc-backend
+down for longer than MinJobAge, bursts of 5xx, answers slower than the client timeout, answers
+lost after cc-backend applied the request, NATS server restarts, Slurm commands that hang past
+their timeout, print garbage or half a document or fail, a slurmdbd outage, and ``kill -9`` of
+the daemon. Then every fault is cleared, the daemon drains, gets SIGTERM, and `verify` (pure)
+checks the stand-in against Slurm's ground truth.
+
+Why the wall clock: the daemon is a separate process and takes "now" from ``time.time`` (only the
+in-process ``supervisor.main`` accepts an injected clock), so the cluster follows the real clock
+and the schedule is compressed instead: jobs of 8-15 s, MinJobAge 15 s, a 2 s poll.
+
+Capturability: a job's hwthreads/GPUs can only come from slurmctld, and ``squeue`` (as ccsa
+calls it, without ``-t all``) lists a job only while it runs. A job counts as *capturable* when
+the ``squeue`` snapshot of one of the daemon's polls that succeeded (its ``synced A..B UTC`` log
+line; the snapshot is the first ``squeue --all`` the simulator logged at or after B) saw it
+running, `CAPTURE_MARGIN` seconds clear of its start and end. Such a job must arrive with exactly
+Slurm's hwthreads and GPU PCI addresses. Any other job must arrive with the right host names
+(and is counted). Deriving this from the polls and snapshots that actually happened, not from a
+model of the daemon's cadence, keeps the check exact on a loaded machine where a poll may take
+tens of seconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+import trio
+
+from ccsa import convert
+from ccsa.demo import DEMO_MIX, gpu_pci_map, resource_problem
+from ccsa.sim.ccbackend.clusters import minimal
+from ccsa.sim.ccbackend.server import StandIn
+from ccsa.sim.ccbackend.state import Backend, Event, StoredJob
+from ccsa.sim.slurm import JobSpec, JobTruth, SimCluster
+from ccsa.sim.slurm.schedule import workload
+
+CLUSTER = "soak"
+#: A snapshot at t captures a job that ran from start to end when start + m <= t <= end - m
+#: (JobTruth times are whole seconds; the simulator's are not).
+CAPTURE_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    """Size and knobs of one soak run (all durations in seconds)."""
+
+    jobs: int = 1000
+    rate_per_min: float = 450.0
+    seed: int = 8
+    kills: int = 3
+    min_job_age: float = 15.0
+    #: typical job run time: long enough for several polls on a loaded machine
+    job_run: float = 24.0
+    poll: float = 2.0
+    nodes: int = 60
+    command_timeout: float = 20.0
+    rest_timeout: float = 2.0
+    drain_timeout: float = 150.0
+    nats: bool = True
+    hooks: bool = True
+
+    @property
+    def arrival_span(self) -> float:
+        return self.jobs / self.rate_per_min * 60.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scheduled fault: `at` seconds after the workload starts, lasting `duration`."""
+
+    at: float
+    kind: str
+    duration: float = 0.0
+    arg: str = ""
+    n: int = 0
+
+
+def fault_schedule(plan: SoakPlan) -> list[Fault]:
+    """The seeded fault programme (pure): every fault kind of issue 8, spread over the arrivals.
+
+    cc-backend is down for twice MinJobAge plus a bit, so that jobs start, end and leave
+    slurmctld during the outage; kills are spread so that no two overlap.
+    """
+    rng = random.Random(plan.seed)
+    span = plan.arrival_span
+
+    def at(lo: float, hi: float) -> float:
+        return round(rng.uniform(lo * span, hi * span), 1)
+
+    faults = [
+        Fault(at(0.25, 0.4), "backend_down", duration=2 * plan.min_job_age + 6),
+        Fault(at(0.05, 0.2), "http_5xx", arg="start_job", n=15),
+        Fault(at(0.5, 0.6), "http_5xx", arg="stop_job", n=10),
+        Fault(at(0.6, 0.7), "http_502", arg="*", n=3),
+        Fault(at(0.1, 0.3), "http_slow", arg="start_job", n=4),
+        Fault(at(0.6, 0.8), "http_slow", arg="stop_job", n=4),
+        Fault(at(0.1, 0.9), "http_lost_answer", arg="start_job", n=4),
+        Fault(at(0.1, 0.9), "http_lost_answer", arg="stop_job", n=4),
+        Fault(at(0.15, 0.35), "nats_restart", duration=4.0),
+        Fault(at(0.65, 0.85), "nats_restart", duration=4.0),
+        Fault(at(0.1, 0.9), "slurm_hang", arg="sacct", n=1),
+        Fault(at(0.1, 0.9), "slurm_hang", arg="squeue", n=1),
+        Fault(at(0.1, 0.9), "slurm_garbage", arg="squeue", n=3),
+        Fault(at(0.1, 0.9), "slurm_truncate", arg="sacct", n=2),
+        Fault(at(0.1, 0.9), "slurm_exit", arg="scontrol", n=3),
+        Fault(at(0.1, 0.9), "slurm_latency", arg="squeue", n=3),
+        Fault(at(0.4, 0.6), "dbd_down", duration=6.0),
+    ]
+    if plan.nats is False:
+        faults = [f for f in faults if f.kind != "nats_restart"]
+    # Kills: one per equal slice of the span (so they never overlap), at a seeded moment in it.
+    for k in range(plan.kills):
+        lo, hi = (k + 0.1) / plan.kills, (k + 0.9) / plan.kills
+        faults.append(Fault(at(lo, hi), "kill", duration=round(rng.uniform(1.0, 3.0), 1)))
+    return sorted(faults, key=lambda f: f.at)
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+@dataclass
+class Verdict:
+    """What the final check found; `table` prints it, `problems` fail the soak."""
+
+    submitted: int = 0
+    never_started: int = 0
+    expected: int = 0
+    started_once: int = 0
+    stopped_once: int = 0
+    right_state: int = 0
+    right_stop_time: int = 0
+    capturable: int = 0
+    full_resources: int = 0
+    host_only_uncapturable: int = 0
+    gpu_jobs_checked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    stuck_running: int = 0
+    missing_resources: int = 0
+    unexpected: int = 0
+    starts_422: int = 0
+    stops_422_404: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> str:
+        rows = [
+            ("jobs submitted", self.submitted),
+            ("never started (not sent)", self.never_started),
+            ("expected in cc-backend", self.expected),
+            ("started exactly once", self.started_once),
+            ("stopped exactly once", self.stopped_once),
+            ("right state (as convert maps it)", self.right_state),
+            ("right stop time", self.right_stop_time),
+            ("seen running by a successful poll's squeue", self.capturable),
+            ("with Slurm's hwthreads + GPUs", self.full_resources),
+            ("  of them with GPUs", self.gpu_jobs_checked),
+            ("host names only (ccsa could not see them)", self.host_only_uncapturable),
+            (
+                "repeats answered 422 (start) / 422,404 (stop)",
+                f"{self.starts_422} / {self.stops_422_404}",
+            ),
+            ("LOST", self.lost),
+            ("DUPLICATED", self.duplicated),
+            ("STUCK running", self.stuck_running),
+            ("WITHOUT resources though capturable", self.missing_resources),
+            ("UNEXPECTED (never started, yet stored)", self.unexpected),
+        ]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"  {name.ljust(width)}  {value!s:>9}" for name, value in rows)
+
+
+_SYNCED = re.compile(r"synced \S+\.\.(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) UTC")
+
+
+def poll_times(log_text: str) -> list[float]:
+    """Epoch times of the successful polls in a daemon log (every run appends to it)."""
+    return sorted(
+        datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        for m in _SYNCED.finditer(log_text)
+    )
+
+
+def snapshots(polls: Sequence[float], squeue_times: Sequence[float]) -> list[float]:
+    """For each successful poll, when its ``squeue --all`` ran: the first one at or after it."""
+    times = sorted(squeue_times)
+    out = {times[i] for p in polls if (i := bisect.bisect_left(times, p)) < len(times)}
+    return sorted(out)
+
+
+def capturable(job: JobTruth, polls: Sequence[float]) -> bool:
+    """True when a successful poll's squeue snapshot (`snapshots`) saw the job running."""
+    if job.start is None:
+        return False
+    end = job.end if job.end is not None else math.inf
+    lo, hi = job.start + CAPTURE_MARGIN, end - CAPTURE_MARGIN
+    i = bisect.bisect_left(polls, lo)
+    return i < len(polls) and polls[i] <= hi
+
+
+def verify(
+    truth: Sequence[JobTruth],
+    events: Iterable[Event],
+    rows: Iterable[StoredJob],
+    *,
+    polls: Sequence[float],
+    pci: Mapping[str, list[str]],
+) -> Verdict:
+    """Check cc-backend's final state against Slurm's ground truth (pure)."""
+    v = Verdict(submitted=len(truth))
+    starts: Counter[tuple[str, int, int]] = Counter()
+    stops: Counter[tuple[str, int, int]] = Counter()
+    for e in events:
+        key = (e.cluster or "", e.job_id or 0, e.start_time or 0)
+        if e.kind == "start" and e.status == 201:
+            starts[key] += 1
+        elif e.kind == "stop" and e.status == 200:
+            stops[key] += 1
+        elif e.kind == "start" and e.status == 422:
+            v.starts_422 += 1
+        elif e.kind == "stop" and e.status in (404, 422):
+            v.stops_422_404 += 1
+    stored: dict[tuple[str, int], list[StoredJob]] = {}
+    for row in rows:
+        stored.setdefault((row.cluster, row.job_id), []).append(row)
+    expected = [j for j in truth if j.start is not None]
+    v.never_started = len(truth) - len(expected)
+    v.expected = len(expected)
+    wanted = {(j.cluster, j.job_id) for j in expected}
+    for cluster, job_id in stored:
+        if (cluster, job_id) not in wanted:
+            v.unexpected += 1
+            v.problems.append(f"{cluster}/{job_id}: stored, but Slurm never started it")
+    for j in expected:
+        assert j.start is not None
+        name = f"{j.cluster}/{j.job_id}"
+        key = (j.cluster, j.job_id, int(j.start))
+        found = stored.get((j.cluster, j.job_id), [])
+        n_starts = sum(c for k, c in starts.items() if k[:2] == key[:2])
+        if not found:
+            v.lost += 1
+            v.problems.append(f"{name}: LOST (never reached cc-backend)")
+            continue
+        if len(found) > 1 or n_starts > 1:
+            v.duplicated += 1
+            v.problems.append(f"{name}: {len(found)} rows, {n_starts} accepted starts")
+            continue
+        row = found[0]
+        if starts[key] == 1 and row.start_time == key[2]:
+            v.started_once += 1
+        else:
+            v.problems.append(f"{name}: start time {row.start_time}, Slurm says {key[2]}")
+        if row.state == "running":
+            v.stuck_running += 1
+            v.problems.append(f"{name}: still running in cc-backend (Slurm: {j.state})")
+            continue
+        if stops[key] == 1:
+            v.stopped_once += 1
+        else:
+            v.problems.append(f"{name}: stopped {stops[key]} times")
+        want_state = convert.job_state([j.state])
+        if row.state == want_state:
+            v.right_state += 1
+        else:
+            v.problems.append(f"{name}: state {row.state}, expected {want_state} ({j.state})")
+        want_stop = max(int(j.end or 0), key[2])
+        if row.start_time + row.duration == want_stop:
+            v.right_stop_time += 1
+        else:
+            v.problems.append(
+                f"{name}: stop time {row.start_time + row.duration}, Slurm says {want_stop}"
+            )
+        hosts = [r.get("hostname") for r in row.resources]
+        has_hw = all(r.get("hwthreads") for r in row.resources)
+        seen = capturable(j, polls)
+        v.capturable += seen
+        if seen or has_hw:
+            problem = resource_problem(j, row, pci)
+            if problem:
+                v.missing_resources += 1
+                v.problems.append(f"{name}: {problem}")
+            else:
+                v.full_resources += 1
+                v.gpu_jobs_checked += any(n.gpus for n in j.nodes)
+        elif hosts == [n.hostname for n in j.nodes]:
+            v.host_only_uncapturable += 1
+        else:
+            v.problems.append(f"{name}: hosts {hosts} != Slurm's {[n.hostname for n in j.nodes]}")
+    return v
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+@dataclass
+class SoakResult:
+    plan: SoakPlan
+    verdict: Verdict
+    applied: list[tuple[float, str]]
+    restarts: int
+    up: list[tuple[float, float]]
+    wall: float
+    daemon_log: Path
+    last_status: dict[str, Any]
+    workdir: Path
+
+
+class SoakError(Exception):
+    """The soak could not run (a part did not start, the daemon died on its own)."""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Run:
+    plan: SoakPlan
+    tmp: Path
+    out: TextIO
+    sim: SimCluster
+    standin: StandIn
+    backend: Backend
+    cfg_path: Path
+    sock: Path
+    nats: Any | None
+    t0: float = 0.0
+    proc: trio.Process | None = None
+    ready_at: float | None = None
+    up: list[tuple[float, float]] = field(default_factory=list)
+    applied: list[tuple[float, str]] = field(default_factory=list)
+    restarts: int = 0
+    last_status: dict[str, Any] = field(default_factory=dict)
+    dbd_down: list[tuple[float, float]] = field(default_factory=list)
+    expected_exit: bool = False
+    killed: set[int] = field(default_factory=set)
+    hooks_sent: int = 0
+    _fired: set[tuple[int, str]] = field(default_factory=set)
+
+    def log(self, text: str) -> None:
+        self.out.write(f"[soak {time.time() - self.t0:6.1f}s] {text}\n")
+        self.out.flush()
+
+    # --- the daemon ------------------------------------------------------------------------
+
+    async def start_daemon(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET")}
+        with (self.tmp / "daemon.log").open("ab") as logf:
+            self.proc = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "ccsa",
+                    "-daemon",
+                    "-config",
+                    str(self.cfg_path),
+                    "-debug",
+                    "3",
+                ],
+                stdout=logf,
+                stderr=logf,
+                stdin=None,
+                env=env,
+                start_new_session=True,
+            )
+        self.ready_at = None
+        with trio.move_on_after(60):
+            while self.proc.returncode is None:
+                if await self.status():
+                    self.ready_at = time.time()
+                    return
+                await trio.sleep(0.1)
+        raise SoakError(f"the daemon did not start:\n{self.log_tail()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.killed.add(self.proc.pid)
+        # The whole process group, as systemd's KillMode=control-group does after a crash: a
+        # Slurm command the daemon was waiting for (maybe a hung one) must not outlive it.
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.ready_at is not None:
+            self.up.append((self.ready_at, time.time()))
+        self.ready_at = None
+
+    async def status(self) -> bool:
+        try:
+            with trio.fail_after(5):
+                stream = await trio.open_unix_socket(str(self.sock))
+                async with stream:
+                    await stream.send_all(b'{"ccsa": "status"}')
+                    await stream.send_eof()
+                    data = bytearray()
+                    while chunk := await stream.receive_some(1 << 20):
+                        data += chunk
+            self.last_status = json.loads(data)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError):
+            return False
+        return True
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            lines = (self.tmp / "daemon.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    async def watch_daemon(self) -> None:
+        """Fail loudly if the daemon exits on its own (a crash is a bug, not a fault)."""
+        while True:
+            proc = self.proc
+            if proc is not None:
+                await proc.wait()
+                if proc.pid not in self.killed and not self.expected_exit:
+                    raise SoakError(
+                        f"the daemon exited by itself with status {proc.returncode}:\n"
+                        f"{self.log_tail()}"
+                    )
+            await trio.sleep(0.2)
+
+    # --- faults ----------------------------------------------------------------------------
+
+    async def apply(self, f: Fault) -> None:
+        self.applied.append((time.time() - self.t0, f"{f.kind} {f.arg} {f.n or ''}".strip()))
+        self.log(f"fault: {f.kind} {f.arg} n={f.n} duration={f.duration}")
+        faults = self.standin.faults
+        if f.kind == "kill":
+            self.kill9()
+            assert self.proc is not None
+            await self.proc.wait()
+            await trio.sleep(f.duration)
+            self.restarts += 1
+            await self.start_daemon()
+        elif f.kind == "backend_down":
+            self.standin.down()
+            await trio.sleep(f.duration)
+            self.standin.up()
+        elif f.kind == "http_5xx":
+            faults.script(f.arg, [500] * f.n)
+        elif f.kind == "http_502":
+            faults.script(f.arg, [(502, b"<html>Bad Gateway</html>")] * f.n)
+        elif f.kind == "http_slow":
+            faults.latency(f.arg, self.plan.rest_timeout + 1.5, f.n)
+        elif f.kind == "http_lost_answer":
+            faults.reset_next(f.arg, f.n, after_processing=True)
+        elif f.kind == "nats_restart":
+            assert self.nats is not None
+            await trio.to_thread.run_sync(self.nats.stop)
+            await trio.sleep(f.duration)
+            await trio.to_thread.run_sync(self.nats.start)
+        elif f.kind == "slurm_hang":
+            self.sim.set_fault("hang", command=f.arg, calls=f.n)
+        elif f.kind == "slurm_garbage":
+            self.sim.set_fault("garbage", command=f.arg, calls=f.n)
+        elif f.kind == "slurm_truncate":
+            self.sim.set_fault("truncate", command=f.arg, calls=f.n)
+        elif f.kind == "slurm_exit":
+            self.sim.set_fault(
+                "exit",
+                command=f.arg,
+                calls=f.n,
+                exit_code=1,
+                message="scontrol: error: slurm_load_jobs: Socket timed out",
+            )
+        elif f.kind == "slurm_latency":
+            self.sim.set_fault("latency", command=f.arg, calls=f.n, seconds=2.0)
+        elif f.kind == "dbd_down":
+            now = time.time()
+            self.dbd_down.append((now, now + f.duration))
+            self.sim.set_fault("dbd_down", start=now, end=now + f.duration)
+        else:  # pragma: no cover - fault_schedule only makes the kinds above
+            raise ValueError(f"unknown fault kind {f.kind!r}")
+
+    async def run_faults(self, schedule: Sequence[Fault]) -> None:
+        async with trio.open_nursery() as nursery:
+            for f in schedule:
+                await trio.sleep_until(trio.current_time() + max(0.0, self.t0 + f.at - time.time()))
+                if f.kind == "kill":
+                    await self.apply(f)  # in line: a kill waits for its restart
+                else:
+                    nursery.start_soon(self.apply, f)
+
+    # --- hooks -----------------------------------------------------------------------------
+
+    async def send_hook(self, job: JobTruth, context: str) -> None:
+        msg = {
+            "SLURM_JOB_ID": str(job.job_id),
+            "SLURM_CLUSTER_NAME": job.cluster,
+            "SLURM_SCRIPT_CONTEXT": context,
+            "SLURM_JOB_USER": job.user,
+        }
+        try:
+            with trio.fail_after(2):
+                stream = await trio.open_unix_socket(str(self.sock))
+                async with stream:
+                    await stream.send_all(json.dumps(msg).encode())
+            self.hooks_sent += 1
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+            pass  # the real hook also gives up (exit 0) when the daemon is not there
+
+    async def run_hooks(self, until: float) -> None:
+        async with trio.open_nursery() as nursery:
+            while time.time() < until:
+                truth = await trio.to_thread.run_sync(self.sim.jobs)
+                for j in truth:
+                    for context, when in (
+                        ("prolog_slurmctld", j.start),
+                        ("epilog_slurmctld", j.end),
+                    ):
+                        if when is not None and (j.job_id, context) not in self._fired:
+                            self._fired.add((j.job_id, context))
+                            nursery.start_soon(self.send_hook, j, context)
+                await trio.sleep(1.0)
+
+    async def progress(self) -> None:
+        while True:
+            await trio.sleep(10)
+            s = self.last_status
+            c = s.get("counters", {})
+            self.log(
+                f"cc-backend {len(self.backend.jobs)} jobs; daemon pid {s.get('pid')}: outbox "
+                f"{s.get('outbox')}, parked {s.get('parked')}, starts {c.get('starts_delivered')}"
+                f", stops {c.get('stops_delivered')}, transient {c.get('transient_failures')}"
+                f", NATS {c.get('nats_published')}/{c.get('nats_failures')} failed"
+            )
+
+    async def poll_status(self) -> None:
+        while True:
+            if self.ready_at is not None:
+                await self.status()
+            await trio.sleep(1.0)
+
+
+def _config(run: _Run, plan: SoakPlan, pci: Mapping[str, list[str]]) -> dict[str, Any]:
+    tmp = run.tmp
+    cfg: dict[str, Any] = {
+        "ccRestUrl": run.standin.url,
+        "ccRestJwt": "soak-no-auth",
+        "ccRestTimeout": plan.rest_timeout,
+        "pidFilePath": str(tmp / "run" / "daemon.pid"),
+        "prepSockListenPath": str(run.sock),
+        "prepSockConnectPath": str(run.sock),
+        "lastRunPath": str(tmp / "lib" / "lastrun"),
+        "stateDbPath": str(tmp / "lib" / "state.sqlite3"),
+        "slurmBinDir": str(run.sim.bin_dir),
+        "slurmPollInterval": plan.poll,
+        "slurmQueryDelay": 1,
+        "slurmQueryOverlap": 10,
+        "slurmQueryMaxSpan": 86400,
+        "slurmCommandTimeout": plan.command_timeout,
+        "ccPollInterval": 30,
+        "gpuPciAddrs": dict(pci),
+    }
+    if run.nats is not None:
+        cfg |= {"natsServer": "127.0.0.1", "natsPort": run.nats.port, "natsSubject": "soak"}
+    return cfg
+
+
+async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
+    """Run one soak; the verdict says whether any job was lost, duplicated, stuck or stripped."""
+    stream = out or sys.stdout
+    began = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="ccsa-soak-", dir="/tmp"))
+    sim = await trio.to_thread.run_sync(
+        lambda: SimCluster.create(
+            tmp / "sim",
+            clusters=(CLUSTER,),
+            clock="real",
+            nodes=plan.nodes,
+            min_job_age=plan.min_job_age,
+            store_scripts=True,
+            seed=plan.seed,
+        )
+    )
+    spec = sim.spec()
+    lead = 8.0 + plan.jobs / 1000.0 * 4  # submit_many reschedules everything: give it time
+    specs = workload(
+        spec,
+        seed=plan.seed,
+        n_jobs=plan.jobs,
+        start=sim.now + lead,
+        rate_per_min=plan.rate_per_min,
+        mix=DEMO_MIX,
+        max_duration=100.0,
+    )
+    specs = _compress(specs, sim.now + lead + plan.arrival_span, plan.job_run)
+    await trio.to_thread.run_sync(sim.submit_many, specs)
+    pci = gpu_pci_map(spec)
+    backend = Backend({CLUSTER: minimal(CLUSTER)})
+    standin = StandIn(backend)
+    nats = None
+    if plan.nats:
+        from tests.nats_server import NatsServer
+
+        nats = NatsServer(tmp)
+        await trio.to_thread.run_sync(nats.start)
+    run: _Run | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(standin.serve)
+            run = _Run(
+                plan, tmp, stream, sim, standin, backend, tmp / "config.json", tmp / "d.sock", nats
+            )
+            run.t0 = time.time()
+            run.cfg_path.write_text(json.dumps(_config(run, plan, pci), indent=1))
+            run.cfg_path.chmod(0o600)
+            await run.start_daemon()
+            run.log(
+                f"{plan.jobs} jobs at {plan.rate_per_min:g}/min, {plan.kills} kills, seed "
+                f"{plan.seed}; work dir {tmp}; daemon pid {run.proc.pid if run.proc else '?'}"
+            )
+            workload_t0 = min(s.submit or 0.0 for s in specs)
+            run.t0 = workload_t0
+            last_end = max(
+                (j.run.end for j in sim.state.jobs if j.run is not None), default=time.time()
+            )
+            nursery.start_soon(run.watch_daemon)
+            nursery.start_soon(run.poll_status)
+            nursery.start_soon(run.progress)
+            if plan.hooks:
+                nursery.start_soon(run.run_hooks, last_end + 2)
+            await run.run_faults(fault_schedule(plan))
+            # Wait for the last job to end, then clear every fault and let the daemon drain.
+            await trio.sleep(max(0.0, last_end + 1 - time.time()))
+            standin.faults.clear()
+            sim.clear_faults()
+            run.log("workload over, faults cleared: draining")
+            expected = {
+                (j.cluster, j.job_id)
+                for j in await trio.to_thread.run_sync(sim.jobs)
+                if j.start is not None
+            }
+            with trio.move_on_after(plan.drain_timeout):
+                while True:
+                    await trio.sleep(1.0)
+                    done = {(j.cluster, j.job_id) for j in backend.jobs if j.state != "running"}
+                    if expected <= done and run.last_status.get("outbox") == 0:
+                        break
+            # A clean stop: SIGTERM, exit status 0.
+            assert run.proc is not None
+            assert run.ready_at is not None
+            run.expected_exit = True
+            run.up.append((run.ready_at, time.time()))
+            run.proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                code = await run.proc.wait()
+            if code != 0:
+                raise SoakError(f"the daemon exited {code} on SIGTERM:\n{run.log_tail()}")
+            nursery.cancel_scope.cancel()
+    finally:
+        if run is not None and run.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.proc.pid, signal.SIGKILL)  # the daemon and any command it left
+        if nats is not None:
+            nats.stop()
+    assert run is not None
+    squeue_times = [
+        float(c["now"])  # type: ignore[arg-type]
+        for c in sim.calls()
+        if c["command"] == "squeue" and "--all" in c["argv"]  # type: ignore[operator]
+    ]
+    polls = snapshots(poll_times((tmp / "daemon.log").read_text(errors="replace")), squeue_times)
+    truth = await trio.to_thread.run_sync(sim.jobs)
+    verdict = verify(truth, backend.events, backend.jobs, polls=polls, pci=pci)
+    return SoakResult(
+        plan,
+        verdict,
+        run.applied,
+        run.restarts,
+        run.up,
+        time.time() - began,
+        tmp / "daemon.log",
+        run.last_status,
+        tmp,
+    )
+
+
+def _compress(specs: Sequence[JobSpec], last_arrival: float, run: float) -> list[JobSpec]:
+    """Jobs of `run` s plus up to 25 %; a TIMEOUT job runs to its time limit, so it gets the
+    shortest one Slurm has (1 min), and only early in the run (late ones complete)."""
+    out: list[JobSpec] = []
+    for js in specs:
+        cancel = js.cancel_pending_after
+        js = msgspec.structs.replace(
+            js,
+            duration=run * (1.0 + 0.25 * min(1.0, max(0.0, js.duration - 30.0) / 70.0)),
+            cancel_pending_after=None if cancel is None else max(2.0, cancel * 0.05),
+        )
+        if js.end_state == "TIMEOUT":
+            late = (js.submit or 0.0) > last_arrival - 120.0
+            js = msgspec.structs.replace(
+                js, time_limit=1, end_state="COMPLETED" if late else "TIMEOUT"
+            )
+        out.append(js)
+    return out
+
+
+def report(result: SoakResult) -> str:
+    """The printed summary: counts table, faults applied, daemon restarts."""
+    v = result.verdict
+    kinds = Counter(name.split()[0] for _, name in result.applied)
+    faults = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+    lines = [
+        f"soak: {result.plan.jobs} jobs, seed {result.plan.seed}, {result.wall:.0f} s wall, "
+        f"daemon killed -9 and restarted {result.restarts} times",
+        f"faults applied: {faults}",
+        v.table(),
+        "verdict: "
+        + (
+            "OK: no job lost, duplicated, stuck or stripped of its resources"
+            if v.ok
+            else f"{len(v.problems)} PROBLEMS"
+        ),
+    ]
+    lines += [f"  {p}" for p in v.problems[:30]]
+    return "\n".join(lines)
