@@ -306,3 +306,17 @@ def test_stale_plans_do_not_resend_what_is_done(store: Store) -> None:
     store.rest_done(store.eligible(0, 10)[0], publish_nats=False, now=7.0)
     assert store.apply("c1", [stop(1)], now=8.0, rest=True, nats=False).stops == 0
     assert store.outbox_depth() == 0
+
+
+def test_live_records_survive_reopen_and_expire(tmp_path: Path) -> None:
+    """squeue's live records are durable (a kill -9 right after the squeue answer keeps them)
+    and are forgotten after `keep` seconds."""
+    path = tmp_path / "live.sqlite3"
+    with Store.open(path) as s:
+        s.remember_live("c1", [(7, 100, b'{"job_id":7}'), (8, 100, b'{"job_id":8}')], now=1000.0,
+                        keep=60.0)  # fmt: skip
+    with Store.open(path) as s:
+        assert s.live_records("c1", [7, 9]) == {(7, 100): b'{"job_id":7}'}
+        assert s.live_records("c2", [7]) == {}
+        s.remember_live("c1", [(8, 100, b'{"job_id":8,"x":1}')], now=1100.0, keep=60.0)
+        assert s.live_records("c1", [7, 8]) == {(8, 100): b'{"job_id":8,"x":1}'}

@@ -41,7 +41,7 @@ from ccsa.daemon.plan import (
 )
 from ccsa.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Kind = Literal["start", "stop"]
 
@@ -102,6 +102,25 @@ CREATE TABLE parked (
     parked_at REAL NOT NULL
 );
 CREATE INDEX parked_key ON parked (cluster, job_id, start_time, kind);
+CREATE TABLE live (
+    cluster TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    start_time INTEGER NOT NULL,
+    record BLOB NOT NULL,         -- squeue's JSON of the job while RUNNING (cores, GPU indices)
+    seen REAL NOT NULL,
+    PRIMARY KEY (cluster, job_id, start_time)
+) WITHOUT ROWID;
+"""
+#: Version 1 -> 2: the `live` table (squeue records of not-yet-started jobs, see remember_live).
+_SCHEMA_V2 = """
+CREATE TABLE live (
+    cluster TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    start_time INTEGER NOT NULL,
+    record BLOB NOT NULL,         -- squeue's JSON of the job while RUNNING (cores, GPU indices)
+    seen REAL NOT NULL,
+    PRIMARY KEY (cluster, job_id, start_time)
+) WITHOUT ROWID;
 """
 
 _ROW_COLS = (
@@ -238,6 +257,11 @@ class Store:
                 f"state database {self.path}: schema version {version} is newer than this "
                 f"ccsa understands ({SCHEMA_VERSION}); upgrade ccsa or move the file away"
             )
+        if version == 1:
+            with self._tx() as db:
+                db.execute(_SCHEMA_V2)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return
         tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version == 0 and tables:
             raise StateError(
@@ -335,6 +359,36 @@ class Store:
             "SELECT resources FROM jobs WHERE cluster=? AND job_id=? AND start_time=?", key
         ).fetchone()
         return None if r is None or r[0] is None else _resources_decoder.decode(r[0])
+
+    def remember_live(
+        self, cluster: str, records: Sequence[tuple[int, int, bytes]], *, now: float, keep: float
+    ) -> None:
+        """Keep squeue's live records ``(job_id, start_time, json)``; forget those older than
+        ``keep`` seconds. Durable, so a record seen just before a crash still serves the start
+        planned after the restart (found by the soak's kill -9)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO live (cluster, job_id, start_time, record, seen) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (cluster, job_id, start_time) DO UPDATE SET "
+                "record=excluded.record, seen=excluded.seen",
+                [(cluster, jid, start, rec, now) for jid, start, rec in records],
+            )
+            db.execute("DELETE FROM live WHERE cluster=? AND seen < ?", (cluster, now - keep))
+
+    def live_records(self, cluster: str, ids: Sequence[int]) -> dict[tuple[int, int], bytes]:
+        """The remembered live records of ``ids``, keyed (job_id, start_time)."""
+        out: dict[tuple[int, int], bytes] = {}
+        wanted = sorted(set(ids))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for jid, start, rec in self._db.execute(
+                f"SELECT job_id, start_time, record FROM live WHERE cluster=? "
+                f"AND job_id IN ({marks})",
+                (cluster, *chunk),
+            ):
+                out[(jid, start)] = bytes(rec)
+        return out
 
     def prune(self, cluster: str, before: float) -> int:
         """Forget finished/ignored jobs that ended (or were seen) before `before`."""

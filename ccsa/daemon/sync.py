@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: How long a remembered live squeue record of a not-yet-started job is kept (`Syncer.remember`):
 #: long enough for the slowest poll to plan the job, short enough to stay small.
 MEMORY_SECONDS = 3600.0
+_live_encoder = msgspec.json.Encoder()
+_live_decoder = msgspec.json.Decoder(QueueJob)
 #: Stopped jobs are forgotten once they ended this long before the window start (they can no
 #: longer appear in a window; a stale re-appearance would only cost an idempotent 422).
 PRUNE_MARGIN = 3600.0
@@ -139,9 +141,6 @@ class Syncer:
     on_queued: Callable[[], None] = lambda: None
     post_node_state: Callable[[NodeStateRequest], Awaitable[None]] | None = None
     stats: Stats = field(default_factory=Stats)
-    #: The last live record (RUNNING, GPUs included) of each not-yet-started job seen in any
-    #: squeue answer, per cluster: {job_id: (start_time, record, seen at)}. See `remember`.
-    _live: dict[str, dict[int, tuple[int, QueueJob, float]]] = field(default_factory=dict)
 
     # --- the poll -------------------------------------------------------------------------
 
@@ -345,17 +344,16 @@ class Syncer:
         queue_jobs: Sequence[QueueJob],
         known: Mapping[tuple[int, int], KnownJob],
     ) -> None:
-        """Keep the live record of every RUNNING job whose start is not delivered yet.
+        """Durably keep the live record of every RUNNING job whose start is not delivered yet.
 
         A short job can end before the plan that starts it runs: a hook lookup then finds only
         slurmctld's finished record (no GPU indices), while an earlier squeue answer, whose own
-        plan is still fetching metadata, saw it running with its GPUs (found by the soak).
-        Remembering the live record the moment an answer is decoded lets whichever plan starts
-        the job use it. Only jobs not yet started in cc-backend are kept (a copy of their
-        ``job_resources``, not the whole squeue document), and only for MEMORY_SECONDS.
+        plan was still fetching metadata (or whose daemon was killed before it committed), saw
+        it running with its GPUs (both found by the soak). Storing the live record the moment an
+        answer is decoded lets whichever plan starts the job use it. Only jobs not yet started
+        in cc-backend are kept, and only for MEMORY_SECONDS.
         """
-        now = self.now()
-        live = self._live.setdefault(cluster, {})
+        records: list[tuple[int, int, bytes]] = []
         for q in queue_jobs:
             if first(q.job_state) != "RUNNING":
                 continue
@@ -365,22 +363,20 @@ class Syncer:
             row = known.get((q.job_id, start))
             if row is not None and (row.phase != "start_queued" or row.resources_complete):
                 continue
-            copy = msgspec.structs.replace(q, job_resources_json=q.job_resources_json.copy())
-            live[q.job_id] = (start, copy, now)
-        for jid in [j for j, (_, _, seen) in live.items() if now - seen > MEMORY_SECONDS]:
-            del live[jid]
+            records.append((q.job_id, start, _live_encoder.encode(q)))
+        if records:
+            self.store.remember_live(cluster, records, now=self.now(), keep=MEMORY_SECONDS)
 
     def remembered(
         self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
     ) -> dict[int, QueueJob]:
         """Remembered live records of ``ids``, each only for the run sacct describes."""
-        live = self._live.get(cluster, {})
-        starts = {j.job_id: convert.start_time(j) for j in accts}
+        stored = self.store.live_records(cluster, ids)
         found: dict[int, QueueJob] = {}
-        for jid in ids:
-            got = live.get(jid)
-            if got is not None and got[0] == starts.get(jid):
-                found[jid] = got[1]
+        for acct in accts:
+            rec = stored.get((acct.job_id, convert.start_time(acct) or -1))
+            if rec is not None:
+                found[acct.job_id] = _live_decoder.decode(rec)
         return found
 
     async def recent(
