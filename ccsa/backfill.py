@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -35,13 +34,12 @@ from typing import Any, Protocol, TextIO
 import trio
 
 from ccsa import convert
-from ccsa.ccbackend.client import BackendClient
 from ccsa.config import Config
 from ccsa.daemon import plan
-from ccsa.daemon.delivery import Delivery, NatsPublisher
+from ccsa.daemon.delivery import Delivery
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
-from ccsa.daemon.supervisor import nats_encoder, startup_checks
+from ccsa.daemon.supervisor import open_delivery, startup_checks
 from ccsa.daemon.sync import ConvertAdapter, Syncer
 from ccsa.errors import CcsaError, ConfigError, SlurmError
 from ccsa.slurm.commands import Slurm
@@ -311,20 +309,7 @@ async def backfill(
     checkpoint = Checkpoint.load(f"{cfg.state_db_path}.backfill.json")
     with store:
         async with contextlib.AsyncExitStack() as astack:
-            client = await astack.enter_async_context(BackendClient.from_config(cfg))
-            publisher: NatsPublisher | None = None
-            if cfg.nats_enabled:
-                from ccsa.natsbus.publisher import Publisher
-
-                publisher = await astack.enter_async_context(Publisher.from_config(cfg))
-            delivery = Delivery(
-                store,
-                client=client if cfg.cc_rest_submit_jobs else None,
-                publisher=publisher,
-                nats_encode=nats_encoder(socket.gethostname()),
-                stats=stats,
-                now=now,
-            )
+            _, delivery = await open_delivery(cfg, store, astack, stats=stats, now=now)
             syncer = Syncer(
                 slurm,
                 store,

@@ -291,6 +291,38 @@ def nats_encoder(hostname: str) -> Callable[[OutboxRow], bytes]:
     return enc
 
 
+async def open_delivery(
+    cfg: Config,
+    store: Store,
+    astack: contextlib.AsyncExitStack,
+    *,
+    stats: Stats,
+    now: Callable[[], float],
+    dry_run: bool = False,
+    out: TextIO | None = None,
+) -> tuple[BackendClient, Delivery]:
+    """The REST client, the NATS publisher (when configured; not in dry-run) and the outbox
+    `Delivery` over them, as the daemon and ``backfill`` both use them. The client and the
+    publisher are closed by ``astack``."""
+    client = await astack.enter_async_context(BackendClient.from_config(cfg))
+    publisher: NatsPublisher | None = None
+    if cfg.nats_enabled and not dry_run:
+        from ccsa.natsbus.publisher import Publisher
+
+        publisher = await astack.enter_async_context(Publisher.from_config(cfg))
+    delivery = Delivery(
+        store,
+        client=client if cfg.cc_rest_submit_jobs else None,
+        publisher=publisher,
+        nats_encode=nats_encoder(socket.gethostname()),
+        stats=stats,
+        now=now,
+        dry_run=dry_run,
+        out=out,
+    )
+    return client, delivery
+
+
 def run(cfg: Config, *, once: bool = False, dry_run: bool = False) -> int:
     """Run the daemon until SIGTERM/SIGINT (or one sync with `once`); the exit status."""
     try:
@@ -341,21 +373,8 @@ async def main(
         slurm = Slurm(runner)
         clusters = await _clusters_with_retry(slurm, cfg, once or dry_run, notify)
         async with contextlib.AsyncExitStack() as astack:
-            client = await astack.enter_async_context(BackendClient.from_config(cfg))
-            publisher: NatsPublisher | None = None
-            if cfg.nats_enabled and not dry_run:
-                from ccsa.natsbus.publisher import Publisher
-
-                publisher = await astack.enter_async_context(Publisher.from_config(cfg))
-            delivery = Delivery(
-                store,
-                client=client if cfg.cc_rest_submit_jobs else None,
-                publisher=publisher,
-                nats_encode=nats_encoder(socket.gethostname()),
-                stats=stats,
-                now=now,
-                dry_run=dry_run,
-                out=out,
+            client, delivery = await open_delivery(
+                cfg, store, astack, stats=stats, now=now, dry_run=dry_run, out=out
             )
 
             async def post_node_state(body: NodeStateRequest) -> None:
