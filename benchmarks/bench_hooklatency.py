@@ -73,17 +73,13 @@ def _config(tmp: Path, url: str, bin_dir: Path) -> Path:
 
 
 async def _status(sock: Path) -> dict[str, Any] | None:
+    from ccsa.errors import DaemonError
+    from ccsa.sockaddr import UnixAddr
+    from ccsa.status import fetch
+
     try:
-        with trio.fail_after(5):
-            stream = await trio.open_unix_socket(str(sock))
-            async with stream:
-                await stream.send_all(b'{"ccsa": "status"}')
-                await stream.send_eof()
-                data = b""
-                while chunk := await stream.receive_some(65536):
-                    data += chunk
-        return dict(json.loads(data))
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError):
+        return await fetch(UnixAddr(str(sock)), timeout=5.0)
+    except DaemonError:
         return None
 
 

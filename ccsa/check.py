@@ -2,13 +2,14 @@
 
 Runs every external dependency once, the way the daemon will use it and as the user running the
 command (the service user; no root assumptions): the Slurm commands (version, data_parser,
-cluster names), Operator rights, cc-backend with the JWT (a 401 is explained from the token's
-own claims, decoded without verifying and never printed), the cluster names in cc-backend
-(``GET /api/clusters/``), NATS, the PrEp socket directory's permissions for the ``slurm`` group,
-and the ``gpuPciAddrs`` regexes against the GPU nodes ``sinfo`` reports. Each check yields
-`Finding` rows (check, level, detail, fix); the decisions are pure functions (``*_finding``) fed
-by a thin I/O layer, and `render` prints them as a rich table on a terminal, plain lines
-otherwise. Exit status 0 only when no finding is a failure.
+cluster names), Operator rights (judged with ``PrivateData`` and ``SlurmUser`` from ``scontrol
+show config``), cc-backend with the JWT (a 401 is explained from the token's own claims, decoded
+without verifying and never printed), the cluster names in cc-backend (``GET /api/clusters/``),
+NATS, the PrEp socket directory's permissions for the ``slurm`` group, and the ``gpuPciAddrs``
+regexes against the GPU nodes ``sinfo`` reports. Each check yields `Finding` rows (check,
+level, detail, fix); the decisions are pure functions (``*_finding``) fed by a thin I/O layer,
+and `render` prints them as a rich table on a terminal, plain lines otherwise. Exit status 0
+only when no finding is a failure.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import ssl
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
@@ -94,26 +95,58 @@ def version_finding(version: str, data_parser: str, clusters: Sequence[str]) -> 
     return Finding("slurm version", "ok", detail)
 
 
-def operator_finding(user: str, levels: Sequence[str] | None, found: bool) -> Finding:
-    """``sacctmgr show user`` answer -> Operator check with the exact sacctmgr fix."""
+def operator_finding(
+    user: str,
+    levels: Sequence[str] | None,
+    found: bool,
+    slurm_config: Mapping[str, str] | None = None,
+) -> Finding:
+    """``sacctmgr show user`` (+ ``scontrol show config`` when known) -> the Operator check.
+
+    root and slurm.conf's ``SlurmUser`` are privileged in Slurm whatever their AdminLevel.
+    Without Operator, ``PrivateData=jobs`` hides other users' jobs from sacct/squeue (a
+    failure: cc-backend would miss them); without that flag everything is visible and only
+    ``scontrol write batch_script`` of other users' jobs is refused (a warning: job scripts are
+    then missing unless slurmdbd stores them).
+    """
     name = "operator rights"
-    if not found:
+    conf = slurm_config or {}
+    slurm_user = conf.get("SlurmUser", "").partition("(")[0].strip()
+    have = set(levels or ())
+    if found and have & {"Operator", "Administrator"}:
+        return Finding(name, "ok", f"{user} has AdminLevel {','.join(sorted(have))}")
+    if user == "root" or (slurm_user and user == slurm_user):
+        role = "root" if user == "root" else "slurm.conf's SlurmUser"
+        return Finding(name, "ok", f"{user} is {role}: privileged in Slurm without AdminLevel")
+    fix = (
+        f"sacctmgr modify user {user} set adminlevel=operator"
+        if found
+        else f"sacctmgr add user {user} account=root adminlevel=operator"
+    )
+    who = (
+        f"{user} has AdminLevel {','.join(sorted(have)) or 'None'}"
+        if found
+        else f"Slurm user {user!r} does not exist in slurmdbd"
+    )
+    private = conf.get("PrivateData")
+    hidden = private is None or "jobs" in {p.strip().lower() for p in private.split(",")}
+    if hidden:
+        because = (
+            "PrivateData=jobs" if private is not None else "if PrivateData includes jobs (unknown)"
+        )
         return Finding(
             name,
             "fail",
-            f"Slurm user {user!r} does not exist in slurmdbd: sacct --allusers will not show "
-            "other users' jobs",
-            f"sacctmgr add user {user} account=root adminlevel=operator",
+            f"{who}: {because}: sacct --allusers and squeue show only {user}'s own jobs, so "
+            "cc-backend would miss everyone else's",
+            fix,
         )
-    have = set(levels or ())
-    if have & {"Operator", "Administrator"}:
-        return Finding(name, "ok", f"{user} has AdminLevel {','.join(sorted(have))}")
     return Finding(
         name,
-        "fail",
-        f"{user} has AdminLevel {','.join(sorted(have)) or 'None'}: sacct --allusers shows only "
-        f"{user}'s own jobs, so cc-backend would miss everyone else's",
-        f"sacctmgr modify user {user} set adminlevel=operator",
+        "warn",
+        f"{who}: PrivateData={private} lets it see every job, but `scontrol write batch_script` "
+        "of other users' jobs is refused (job scripts are missing unless slurmdbd stores them)",
+        fix,
     )
 
 
@@ -427,7 +460,11 @@ class _Checker:
         else:
             rows = [u for u in users.users if u.name == self.user]
             levels = [lvl for u in rows for lvl in u.administrator_level]
-            self.add(operator_finding(self.user, levels, bool(rows)))
+            try:
+                slurm_config: dict[str, str] | None = await self.slurm.config_values()
+            except SlurmError:  # PrivateData unknown: judged as if it hid jobs
+                slurm_config = None
+            self.add(operator_finding(self.user, levels, bool(rows), slurm_config))
         for cluster in self.clusters:
             await self.cluster_commands(cluster)
 

@@ -37,7 +37,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
+from ccsa.errors import DaemonError
 from ccsa.hostlist import compress
+from ccsa.sockaddr import UnixAddr
+from ccsa.status import fetch
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -546,16 +549,8 @@ class Demo:
 
     async def _poll_status(self, sock: Path) -> bool:
         try:
-            with trio.fail_after(3):
-                stream = await trio.open_unix_socket(str(sock))
-                async with stream:
-                    await stream.send_all(b'{"ccsa": "status"}')
-                    await stream.send_eof()
-                    data = b""
-                    while chunk := await stream.receive_some(65536):
-                        data += chunk
-            self.status = json.loads(data)
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError):
+            self.status = await fetch(UnixAddr(str(sock)), timeout=3.0)
+        except DaemonError:
             return False
         return True
 

@@ -3,7 +3,6 @@ cc-backend (real HTTP on loopback): every failure it detects is reported with it
 
 from __future__ import annotations
 
-import getpass
 import grp
 import io
 import json
@@ -26,6 +25,7 @@ from ccsa.check import (
     exit_status,
     gpu_regex_findings,
     jwt_claims,
+    operator_finding,
     render,
     run_checks,
     socket_dir_findings,
@@ -36,6 +36,7 @@ from ccsa.sim.ccbackend.auth import AuthConfig
 from ccsa.sim.ccbackend.server import StandIn
 from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import SimCluster
+from ccsa.slurm.scontrol_text import config_values
 
 T0 = 1_700_000_000.0
 ROOT_GROUP = grp.getgrgid(os.getgid()).gr_name  # stands in for "slurm" on a test machine
@@ -92,8 +93,8 @@ def config(sim: SimCluster, backend: Backend_, sock_dir: Path, **over: Any) -> C
     return make_config(**values)
 
 
-async def check(cfg: Config) -> tuple[list[Finding], str]:
-    findings = await run_checks(cfg, slurm_group=ROOT_GROUP, nats_timeout=1.0)
+async def check(cfg: Config, user: str | None = None) -> tuple[list[Finding], str]:
+    findings = await run_checks(cfg, user=user, slurm_group=ROOT_GROUP, nats_timeout=1.0)
     out = io.StringIO()
     render(findings, out, rich=False)
     return findings, out.getvalue()
@@ -122,15 +123,88 @@ async def test_everything_works(sim: SimCluster, backend: Backend_, sock_dir: Pa
     assert "everything needed works" in text
 
 
-async def test_missing_operator(tmp_path: Path, backend: Backend_, sock_dir: Path) -> None:
-    sim = SimCluster.create(tmp_path / "sim2", clusters=("c1",), start=T0, admin_level="None")
-    findings, text = await check(config(sim, backend, sock_dir))
-    me = getpass.getuser()
-    assert failed(findings)["operator rights"].fix == (
-        f"sacctmgr modify user {me} set adminlevel=operator"
+@pytest.mark.parametrize(
+    ("private_data", "level", "status"), [("accounts,jobs", "fail", 1), ("none", "warn", 0)]
+)
+async def test_missing_operator(
+    tmp_path: Path,
+    backend: Backend_,
+    sock_dir: Path,
+    private_data: str,
+    level: str,
+    status: int,
+) -> None:
+    """A service user without Operator: a failure when PrivateData hides jobs (sacct would
+    miss other users' jobs), a warning otherwise (only other users' batch scripts are refused).
+    The simulator answers ``scontrol show config`` with the PrivateData it was given."""
+    sim = SimCluster.create(
+        tmp_path / "sim2",
+        clusters=("c1",),
+        start=T0,
+        operator="ccsa-svc",
+        admin_level="None",
+        private_data=private_data,
     )
-    assert f"fix: sacctmgr modify user {me} set adminlevel=operator" in text
-    assert exit_status(findings) == 1
+    findings, text = await check(config(sim, backend, sock_dir), user="ccsa-svc")
+    op = {f.check: f for f in findings}["operator rights"]
+    assert op.level == level, text
+    assert op.fix == "sacctmgr modify user ccsa-svc set adminlevel=operator"
+    assert "fix: sacctmgr modify user ccsa-svc set adminlevel=operator" in text
+    assert f"PrivateData={'jobs' if level == 'fail' else 'none'}" in op.detail
+    assert exit_status(findings) == status
+
+
+async def test_root_needs_no_operator(tmp_path: Path, backend: Backend_, sock_dir: Path) -> None:
+    sim = SimCluster.create(
+        tmp_path / "sim3",
+        clusters=("c1",),
+        start=T0,
+        operator="root",
+        admin_level="None",
+        private_data="jobs",
+    )
+    findings, text = await check(config(sim, backend, sock_dir), user="root")
+    op = {f.check: f for f in findings}["operator rights"]
+    assert op.level == "ok", text
+    assert op.detail == "root is root: privileged in Slurm without AdminLevel"
+
+
+def test_operator_finding_decisions() -> None:
+    conf = {"PrivateData": "accounts,jobs,usage", "SlurmUser": "slurm(64030)"}
+    assert operator_finding("slurm", [], True, conf).level == "ok"  # SlurmUser
+    assert operator_finding("svc", ["Operator"], True, conf).level == "ok"
+    assert operator_finding("svc", ["Administrator"], True, None).level == "ok"
+    missing = operator_finding("svc", [], False, conf)
+    assert missing.level == "fail"
+    assert missing.fix == "sacctmgr add user svc account=root adminlevel=operator"
+    assert "does not exist in slurmdbd" in missing.detail
+    unknown = operator_finding("svc", ["None"], True, None)  # scontrol show config failed
+    assert unknown.level == "fail"
+    assert "unknown" in unknown.detail
+    visible = operator_finding("svc", ["None"], True, {"PrivateData": "accounts, usage"})
+    assert visible.level == "warn"
+    assert "batch_script" in visible.detail
+
+
+def test_config_values_parses_scontrol_show_config() -> None:
+    text = (
+        "Configuration data as of 2026-11-23T10:00:00\n"
+        "AccountingStorageType   = accounting_storage/slurmdbd\n"
+        "PrivateData             = accounts,jobs\n"
+        "SlurmUser               = slurm(64030)\n"
+        "SuspendExcNodes         = (null)\n"
+        "\n"
+        "Cgroup Support Configuration:\n"
+        "AllowedRAMSpace         = 100.0%\n"
+        "PrivateData             = shadowed\n"
+    )
+    values = config_values(text)
+    assert values["PrivateData"] == "accounts,jobs"  # first wins
+    assert values["SlurmUser"] == "slurm(64030)"
+    assert values["SuspendExcNodes"] == "(null)"
+    assert values["AllowedRAMSpace"] == "100.0%"
+    assert "Configuration" not in values
+    assert "Cgroup" not in values
 
 
 async def test_unauthorized_explains_expired_token(

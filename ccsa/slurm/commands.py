@@ -35,7 +35,7 @@ from ccsa.slurm import sacct, sacctmgr, sinfo, squeue
 from ccsa.slurm.runner import SlurmRunner
 from ccsa.slurm.sacct import SacctDoc, SacctJob
 from ccsa.slurm.sacctmgr import ClustersDoc, UsersDoc
-from ccsa.slurm.scontrol_text import split_records
+from ccsa.slurm.scontrol_text import config_values, split_records
 from ccsa.slurm.sinfo import SinfoDoc
 from ccsa.slurm.squeue import QueueDoc, QueueJob
 from ccsa.slurm.types import num
@@ -108,6 +108,11 @@ class Slurm:
         """``sacctmgr show user NAME --json``: permission check."""
         data, label = await self._json("sacctmgr", ["show", "user", name, "--json"])
         return sacctmgr.decode_users(data, command=label)
+
+    async def config_values(self) -> dict[str, str]:
+        """``scontrol show config`` as ``{key: value}`` (``PrivateData``, ``SlurmUser``, ...)."""
+        data = await self.runner.run("scontrol", ["show", "config"])
+        return config_values(data.decode(errors="replace"))
 
     # -- sacct ------------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class SimCluster:
         store_scripts: bool = False,
         operator: str | None = None,
         admin_level: str = "Operator",
+        private_data: str = "none",
     ) -> SimCluster:
         """Create (or overwrite) a simulated cluster in ``directory``; returns it.
 
@@ -108,6 +109,7 @@ class SimCluster:
 
         ``operator`` (default: the user running this) is added to every cluster's users with
         ``admin_level`` so ``sacctmgr show user $USER`` answers like a configured site.
+        ``private_data`` is what ``scontrol show config`` reports as ``PrivateData``.
         """
         if data_parser not in DATA_PARSERS:
             raise ValueError(
@@ -129,6 +131,7 @@ class SimCluster:
                 min_job_age=min_job_age,
                 dbd_lag=dbd_lag,
                 store_scripts=store_scripts,
+                private_data=private_data,
                 first_job_id=spec.first_job_id if isinstance(c, ClusterSpec) else 1000 + i * 100000,
             )
             specs.append(spec)

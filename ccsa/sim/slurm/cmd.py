@@ -22,7 +22,7 @@ import msgspec
 from ccsa.sim.slurm import faults as faultmod
 from ccsa.sim.slurm import render, render_nodes
 from ccsa.sim.slurm import state as statemod
-from ccsa.sim.slurm.model import RENDERABLE, State
+from ccsa.sim.slurm.model import DATA_PARSERS, RENDERABLE, State
 
 #: Slurm's short state names (``squeue -t PD,R``, ``sacct -s CD,F``, the ST column).
 SHORT_STATES = {
@@ -715,6 +715,9 @@ def cmd_scontrol(argv: list[str], st: State, now: float, out: Out) -> None:
             envelope("jobs", docs, render.meta(st, dp, args[:-1], user, group), queue=True, now=now)
         )
         return
+    if verb == "show" and len(args) == 2 and args[1].lower() in ("config", "conf"):
+        out.write(_show_config(st, cluster, now).encode())
+        return
     if verb == "write" and len(args) >= 3 and args[1].lower() == "batch_script":
         ids = job_ids("scontrol", args[2])
         jobs = {j.job_id: j for j in st.jobs if j.cluster == cluster and j.submit <= now}
@@ -734,6 +737,21 @@ def cmd_scontrol(argv: list[str], st: State, now: float, out: Out) -> None:
             out.write(f"batch script for job {ids[0]} written to {dest}\n".encode())
         return
     raise Usage(f"scontrol: error: Invalid command: {' '.join(args)}")
+
+
+def _show_config(st: State, cluster: str, now: float) -> str:
+    """A few ``scontrol show config`` lines in Slurm's ``Key = Value`` layout."""
+    spec = next(c for c in st.clusters if c.name == cluster)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    rows = [
+        ("AccountingStorageType", "accounting_storage/slurmdbd"),
+        ("ClusterName", cluster),
+        ("MinJobAge", f"{int(spec.min_job_age)} sec"),
+        ("PrivateData", spec.private_data),
+        ("SlurmUser", "slurm(64030)"),
+        ("SLURM_VERSION", DATA_PARSERS[st.data_parser][3]),
+    ]
+    return f"Configuration data as of {stamp}\n" + "".join(f"{k:<23} = {v}\n" for k, v in rows)
 
 
 def _text_filter(items: list[Any], raw: str) -> list[Any]:

@@ -106,6 +106,9 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     store_scripts: bool = False
     #: AccountingStorageTRES lists typed GPUs (``gres/gpu:h100``) besides ``gres/gpu``.
     typed_gpu_tres: bool = True
+    #: slurm.conf PrivateData (``scontrol show config``); ``jobs`` hides other users' jobs from
+    #: non-operators in a real Slurm (the simulator only reports the setting).
+    private_data: str = "none"
 
     def group_of(self) -> dict[str, NodeGroup]:
         """Node name -> its group."""
