@@ -64,6 +64,9 @@ def soak(session: nox.Session) -> None:
         "soak",
         "-p",
         "no:cacheprovider",
+        "-o",
+        "faulthandler_timeout=0",  # the long soak runs for tens of minutes on purpose
+        "-s",  # its progress lines and the final counts table
         *session.posargs,
         env={"CCSA_SOAK": "long"},
     )

@@ -3,7 +3,8 @@
 Order matters for speed: slurmctld runs the hook for every job, so :func:`main` first rewrites
 upstream's single-dash Go-style flags into GNU spellings, and when the command line is just
 ``[--config FILE] [--debug N]`` it runs :func:`ccsa.hook.main` at once -- before cyclopts, msgspec
-or trio are imported. Everything else goes to a cyclopts App built on demand. This module's
+or trio are imported -- and, as the console script, ends with :func:`ccsa.hook.exit_now` (no
+interpreter teardown). Everything else goes to a cyclopts App built on demand. This module's
 top-level imports are therefore ``sys`` and ``os`` only (both loaded by the interpreter anyway).
 
 Subcommands are one line each in :data:`SUBCOMMANDS` (``name, "module:function", help``) and are
@@ -96,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     if hook_config is not False:
         from ccsa import hook
 
-        sys.exit(hook.main(hook_config if isinstance(hook_config, str) else None, []))
+        status = hook.main(hook_config if isinstance(hook_config, str) else None, [])
+        if argv is None:  # the console script, not a caller: skip the interpreter's teardown
+            hook.exit_now(status)
+        sys.exit(status)
     result = build_app()(args)
     sys.exit(result if isinstance(result, int) else 0)
 

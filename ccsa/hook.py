@@ -6,13 +6,25 @@ blocking thing: collect the ``SLURM_*``/``CUDA_*`` variables, connect to ``prepS
 Connect and send share one deadline of :data:`TIMEOUT` seconds. Any failure is one line on stderr
 and exit status 1; ``hooks/hook.sh`` turns that into ``exit 0`` so a job never fails because of us.
 
-Stdlib only and frugal even there: the interpreter start is most of this command's cost, so it
-avoids ``json`` (it imports ``re``, as costly as the interpreter start on a busy host): the
-payload is encoded with the C string encoder behind ``json`` (``_json.encode_basestring_ascii``)
-and the config file, only when it mentions ``prepSockConnectPath``, is parsed with the C scanner
-behind ``json.loads`` (``_json.make_scanner``). For the same reason it
-talks to ``_socket`` directly: ``socket`` drags in ``enum``, ``selectors`` and ``collections``,
-and all it adds here is ``create_connection``, a ten-line loop over ``getaddrinfo``.
+Stdlib only and frugal even there, because the interpreter start is most of this command's cost
+(``benchmarks/bench_hook.py`` measures it against a bare ``python -I -S``):
+
+* The payload is written by hand (:func:`encode`, a ``str.translate`` table) instead of with
+  ``json``: ``json`` imports ``re``, which costs about as much as the interpreter start, and even
+  the C encoder behind it is one more shared library to load. Writing it by hand also fixes what
+  ``json.dumps`` gets wrong here: a variable holding bytes that are not UTF-8 reaches Python as
+  lone surrogates (``surrogateescape``), which ``json.dumps`` writes as ``\\udcXX`` escapes that
+  strict decoders (the daemon's msgspec) reject, losing the whole message. :func:`text` writes
+  such bytes as ``\\xNN`` text instead, so the message stays valid and keeps what the bytes were.
+* The config file is parsed only when it mentions ``prepSockConnectPath`` (otherwise the default
+  socket applies), and then with the C scanner behind ``json.loads`` (``_json.make_scanner``),
+  not ``json`` itself (``re`` again).
+* It talks to ``_socket`` directly: ``socket`` drags in ``enum``, ``selectors`` and
+  ``collections``, and all it adds here is ``create_connection``, a ten-line loop over
+  ``getaddrinfo``.
+* :func:`exit_now` ends the console script with ``os._exit`` once stderr is flushed and the socket
+  closed: the interpreter's teardown (module cleanup, final garbage collection) cost about a fifth
+  of the interpreter start and had nothing left to do.
 """
 
 import _socket
@@ -25,12 +37,7 @@ from ccsa.sockaddr import SockAddr, TcpAddr, UnixAddr, parse
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than the hook
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any
-
-try:
-    from _json import encode_basestring_ascii as _quote
-except ImportError:  # pragma: no cover - CPython always has _json
-    from json.encoder import encode_basestring_ascii as _quote
+    from typing import Any, NoReturn
 
 DEFAULT_CONFIG_PATH = "/etc/cc-slurm-adapter/config.json"
 DEFAULT_SOCK = "/run/cc-slurm-adapter/daemon.sock"
@@ -112,10 +119,53 @@ def check(env: "Mapping[str, str]") -> None:
         raise HookError(f"{context}: SLURM_JOB_ID is not set, nothing to report")
 
 
+# JSON's escapes for the characters a JSON string cannot hold as they are, the same spellings as
+# ``json.dumps``: the quote, the backslash and the control characters U+0000-U+001F.
+_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x20)} | {
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+    ord("\b"): "\\b",
+    ord("\f"): "\\f",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def text(value: str) -> str:
+    """``value`` made encodable as UTF-8, keeping what it held.
+
+    ``os.environ`` decodes bytes that are not UTF-8 to lone surrogates U+DC80-U+DCFF
+    (``surrogateescape``); those bytes become the four characters ``\\xNN``. Any other lone
+    surrogate (never from ``os.environ``) becomes ``\\udNNN``. Valid text is returned as it is.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    return value
+
+
+def quote(value: str) -> str:
+    """One JSON string literal, as ``json.dumps(value, ensure_ascii=False)`` writes valid text."""
+    value = text(value)
+    # Most values need no escape; three C-level scans tell so faster than translate() finds out.
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return '"' + value + '"'
+    return '"' + value.translate(_ESCAPES) + '"'
+
+
 def encode(env: "Mapping[str, str]") -> bytes:
-    """One flat JSON object, ASCII-only, as ``json.dumps`` would write it (without ``json``)."""
-    body = ",".join(f"{_quote(k)}:{_quote(v)}" for k, v in env.items())
-    return ("{" + body + "}").encode("ascii")
+    """One flat JSON object in UTF-8, as ``json.dumps(env, ensure_ascii=False,
+    separators=(",", ":"))`` writes it (without ``json``); undecodable bytes as :func:`text`."""
+    body = ",".join(quote(name) + ":" + quote(value) for name, value in env.items())
+    return ("{" + body + "}").encode("utf-8")
 
 
 def connect_address(config_path: str | None) -> tuple[SockAddr, str]:
@@ -267,3 +317,18 @@ def main(config_path: str | None, argv: "Sequence[str]" = ()) -> int:
         sys.stderr.write(f"{PROG}: {line}\n")
         return 1
     return 0
+
+
+def exit_now(status: int) -> "NoReturn":
+    """End the process with ``status`` at once, skipping the interpreter's teardown.
+
+    Only for the console script (:func:`ccsa.cli.main` without ``argv``), once :func:`main` has
+    returned: the socket is closed and nothing else is open or registered, so all the teardown
+    would do is free memory the kernel frees anyway. The standard streams are flushed first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # None, a closed pipe, a closed file
+            pass
+    os._exit(status)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccsa import hook
 from ccsa.sockaddr import TcpAddr, UnixAddr
@@ -249,28 +251,113 @@ def test_default_socket_without_config(tmp_path: Path) -> None:
         hook.connect_address(str(config))
 
 
-def test_hook_path_imports_nothing_heavy(
-    tmp_path: Path, unix_listener: tuple[str, Listener]
-) -> None:
-    path, listener = unix_listener
-    assert ADAPTER
+def import_profile(
+    argv: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run a real process under ``-X importtime``; its result and every module it imported."""
     proc = subprocess.run(
-        [ADAPTER, "-config", write_config(tmp_path, path)],
-        env={"PATH": os.defpath, "PYTHONPROFILEIMPORTTIME": "1", **SLURM_ENV},
+        argv,
+        env={"PATH": os.defpath, "PYTHONPROFILEIMPORTTIME": "1", **env},
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert proc.returncode == 0, proc.stderr
     imported = {
         line.rsplit("|", 1)[1].strip()
         for line in proc.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
+    return proc, imported
+
+
+def test_hook_path_imports_nothing_heavy(
+    tmp_path: Path, unix_listener: tuple[str, Listener]
+) -> None:
+    path, listener = unix_listener
+    assert ADAPTER
+    proc, imported = import_profile([ADAPTER, "-config", write_config(tmp_path, path)], SLURM_ENV)
+    assert proc.returncode == 0, proc.stderr
     assert "ccsa.hook" in imported  # the profile is real
     for name in HEAVY:
         assert not {m for m in imported if m == name or m.startswith(name + ".")}, name
     assert listener.message()["SLURM_JOB_ID"] == "4711"
+
+
+# What the hook may import beyond the interpreter's own start (site included). ``_json`` (the C
+# scanner) only for a config file that sets prepSockConnectPath.
+HOOK_MODULES = {"ccsa", "ccsa.cli", "ccsa.hook", "ccsa.sockaddr", "_socket", "_json"}
+
+
+@pytest.mark.parametrize("sets_path", [True, False])
+def test_hook_path_imports_only_its_own_modules(tmp_path: Path, sets_path: bool) -> None:
+    """No json, socket, re, enum, typing...: each would cost a sizeable share of the start-up
+    that bench_hook measures. Compared with ``python -c pass`` of the console script's own
+    interpreter, so whatever site imports on this machine is not counted against the hook."""
+    assert ADAPTER
+    with open(ADAPTER) as fh:
+        python = fh.readline().removeprefix("#!").strip()
+    config = tmp_path / "config.json"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        if sets_path:
+            sock_path = str(tmp_path / "d.sock")
+            server.bind(sock_path)
+            server.listen(8)
+            config.write_text(json.dumps({"ccRestJwt": "x", "prepSockConnectPath": sock_path}))
+        elif os.path.exists(hook.DEFAULT_SOCK):
+            pytest.skip(f"something listens at {hook.DEFAULT_SOCK}: the test would message it")
+        else:  # the default socket, where nobody listens: the error path, exit 1
+            config.write_text(json.dumps({"ccRestJwt": "x"}))
+        proc, imported = import_profile([ADAPTER, "-config", str(config)], SLURM_ENV)
+    assert proc.returncode == (0 if sets_path else 1), proc.stderr
+    if not sets_path:
+        assert f"unix:{hook.DEFAULT_SOCK}" in proc.stderr
+    _, baseline = import_profile([python, "-c", "pass"], {})
+    extra = imported - baseline
+    assert "ccsa.hook" in extra  # the profile is real
+    assert extra <= HOOK_MODULES, sorted(extra - HOOK_MODULES)
+    assert ("_json" in extra) == sets_path
+    for name in ("json", "socket", "re", "enum", "typing", "dataclasses", "selectors"):
+        assert name not in extra, name
+
+
+def test_console_script_skips_the_interpreter_teardown(
+    tmp_path: Path, unix_listener: tuple[str, Listener]
+) -> None:
+    """The hook ends with os._exit: an atexit handler registered before it never runs, and the
+    message and the exit status are not lost on the way."""
+    path, listener = unix_listener
+    assert ADAPTER
+    marker = tmp_path / "teardown-ran"
+    driver = (
+        "import atexit, runpy, sys\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    config = write_config(tmp_path, path)
+    proc = subprocess.run(
+        [sys.executable, "-c", driver, ADAPTER, "-config", config],
+        env={"PATH": os.defpath, **SLURM_ENV},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    check_payload(listener.message())
+    assert not marker.exists()
+    # the error path: status 1 and the whole line, still without teardown
+    missing = write_config(tmp_path, str(tmp_path / "none.sock"))
+    proc = subprocess.run(
+        [sys.executable, "-c", driver, ADAPTER, "-config", missing],
+        env={"PATH": os.defpath, **SLURM_ENV},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith("is cc-slurm-adapter -daemon running?")
+    assert not marker.exists()
 
 
 def test_send_is_bounded_when_the_daemon_does_not_read(tmp_path: Path) -> None:
@@ -282,10 +369,67 @@ def test_send_is_bounded_when_the_daemon_does_not_read(tmp_path: Path) -> None:
             hook.send(UnixAddr(path), b"x" * (64 << 20), timeout=0.3)
 
 
+def dumps(env: dict[str, str]) -> bytes:
+    return json.dumps(env, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def test_encode_matches_json() -> None:
-    env = {"A": 'quote " back \\ nl \n', "B": "ünïcode ✓", "C": ""}
+    env = {"A": 'quote " back \\ nl \n', "B": "ünïcode ✓ \U0001f600", "C": "", "D": "\x00\x1f\x7f"}
     assert json.loads(hook.encode(env)) == env
-    assert hook.encode(env) == json.dumps(env, separators=(",", ":")).encode()
+    assert hook.encode(env) == dumps(env)
+
+
+@given(st.dictionaries(st.text(), st.text()))
+def test_encode_is_json_dumps_for_any_text(env: dict[str, str]) -> None:
+    assert hook.encode(env) == dumps(env)
+
+
+# Lone surrogates: what os.environ makes of bytes that are not UTF-8 (U+DC80-U+DCFF), and others.
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"])
+
+
+@given(st.dictionaries(st.text(), st.text(st.one_of(st.characters(), SURROGATES))))
+def test_encode_never_fails_and_stays_valid_utf8_json(env: dict[str, str]) -> None:
+    import msgspec  # the daemon's decoder, which rejects lone surrogate escapes
+
+    payload = hook.encode(env)
+    decoded = msgspec.json.decode(payload)
+    assert json.loads(payload.decode("utf-8")) == decoded
+    assert set(decoded) == set(env)
+    for name, value in env.items():
+        if not any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            assert decoded[name] == value
+
+
+def test_undecodable_bytes_are_kept_as_hex() -> None:
+    env = {"SLURM_JOB_NAME": os.fsdecode(b"caf\xe9 \xff na\xc3\xafve")}
+    assert "\udce9" in env["SLURM_JOB_NAME"]  # what os.environ holds for such bytes
+    assert json.loads(hook.encode(env)) == {"SLURM_JOB_NAME": "caf\\xe9 \\xff naïve"}
+    assert json.loads(hook.encode({"X": "a\ud800b"})) == {"X": "a\\ud800b"}
+
+
+def test_undecodable_environment_reaches_the_daemon_parser(
+    tmp_path: Path, unix_listener: tuple[str, Listener]
+) -> None:
+    """A job whose name or directory is not UTF-8 still produces a message the daemon takes."""
+    from ccsa.daemon.prep import PrepEvent, parse_message
+
+    path, listener = unix_listener
+    env = {
+        **SLURM_ENV,
+        "SLURM_JOB_NAME": os.fsdecode(b"r\xe9sultat"),
+        "SLURM_JOB_WORK_DIR": os.fsdecode(b"/home/\xff\xfe"),
+    }
+    proc = run_adapter("-config", write_config(tmp_path, path), env=env)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert listener.done.wait(30)
+    (raw,) = listener.received
+    event = parse_message(raw)
+    assert isinstance(event, PrepEvent)
+    assert (event.cluster, event.job_id) == ("fritz", 4711)
+    message = json.loads(raw)
+    assert message["SLURM_JOB_NAME"] == "r\\xe9sultat"
+    assert message["SLURM_JOB_WORK_DIR"] == "/home/\\xff\\xfe"
 
 
 def run_hook_sh(adapter: str, config: str | None) -> subprocess.CompletedProcess[str]:

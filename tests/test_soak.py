@@ -65,6 +65,7 @@ async def test_soak_short() -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(4 * 3600)  # tens of thousands of jobs on the real clock: well past 420 s
 async def test_soak_long() -> None:
     await _soak(_plan_from_env())
 
