@@ -540,6 +540,65 @@ def test_typed_gpu_tres_only(shared: Path) -> None:
     assert cv.num_acc(_acct_job(raw, 2)) == 3
 
 
+def test_allocated_tres_with_cpu_is_the_whole_truth(shared: Path) -> None:
+    """A recorded run's GPUs are what allocated says, whatever the request asked for."""
+    raw = _tb(shared, "sacct-allusers.json")
+    rec = next(j for j in raw["jobs"] if j["job_id"] == 1)
+    assert not any(t["type"] == "gres" for t in rec["tres"]["allocated"])
+    rec["tres"]["requested"].append({"type": "gres", "name": "gpu", "id": 1001, "count": 4})
+    rec["tres"]["requested"][0]["count"] = 64
+    assert cv.tres_counts(_acct_job(raw, 1)) == (1, 0)
+    # Allocated is consulted first even when the requested list is garbled (never decoded).
+    rec["tres"]["requested"] = {"not": "a list"}
+    assert cv.tres_counts(_acct_job(raw, 1)) == (1, 0)
+
+
+def test_requested_tres_stand_in_without_allocated_cpu(shared: Path) -> None:
+    raw = _tb(shared, "sacct-allusers.json")
+    pending = next(j for j in raw["jobs"] if j["job_id"] == 4)
+    assert pending["tres"]["allocated"] == []
+    want = {t["type"] + t["name"]: t["count"] for t in pending["tres"]["requested"]}
+    assert cv.tres_counts(_acct_job(raw, 4)) == (want["cpu"], want["gresgpu"])
+    # Allocated without cpu but with GPUs: CPUs from the request, GPUs from the allocation.
+    pending["tres"]["allocated"] = [{"type": "gres", "name": "gpu", "id": 1001, "count": 3}]
+    assert cv.tres_counts(_acct_job(raw, 4)) == (want["cpu"], 3)
+    # Neither list has a cpu: required.CPUs.
+    pending["tres"]["requested"] = [t for t in pending["tres"]["requested"] if t["type"] != "cpu"]
+    pending["required"]["CPUs"] = 5
+    assert cv.tres_counts(_acct_job(raw, 4)) == (5, 3)
+
+
+@pytest.mark.parametrize(
+    "garbled", [None, "cpu=4", {"type": "cpu"}, [{"type": "cpu", "count": [1]}], [{"type": 7}]]
+)
+def test_garbled_requested_tres_count_as_empty(
+    shared: Path, caplog: pytest.LogCaptureFixture, garbled: Any
+) -> None:
+    raw = _tb(shared, "sacct-allusers.json")
+    rec = next(j for j in raw["jobs"] if j["job_id"] == 2)
+    rec["tres"]["allocated"] = []
+    rec["tres"]["requested"] = garbled
+    rec["required"]["CPUs"] = 6
+    acct = _acct_job(raw, 2)  # the document still decodes: only this job's fallback is bad
+    with caplog.at_level(logging.WARNING):
+        assert cv.tres_counts(acct) == (6, 0)
+        body = cv.start_body(acct, resources=None, opts=ALL_HOSTS)
+    assert isinstance(body, StartJob)
+    assert body.num_hwthreads == 6
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines
+    assert all("job 2: tres.requested" in line and "\n" not in line for line in lines)
+
+
+def test_unknown_tres_types_decode_and_are_ignored(shared: Path) -> None:
+    raw = _tb(shared, "sacct-allusers.json")
+    rec = next(j for j in raw["jobs"] if j["job_id"] == 2)
+    rec["tres"]["allocated"].insert(0, {"type": "gpu-ish", "name": "gpu", "id": 9, "count": 9})
+    acct = _acct_job(raw, 2)
+    assert [t.type for t in acct.tres.allocated] == [t["type"] for t in rec["tres"]["allocated"]]
+    assert cv.tres_counts(acct) == (2, 2)
+
+
 def test_node_state_from_sinfo() -> None:
     doc = sinfo.decode(
         msgspec.json.encode(

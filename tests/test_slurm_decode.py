@@ -97,6 +97,69 @@ def test_fixture_fields_match_raw_json(shared: Path, entry: dict[str, Any]) -> N
             assert flags(node.state) == rn["state"]
 
 
+_SACCT_DOCS = [e for e in _DOCS if e.get("equiv_cli") == "sacct"] or [{"file": ""}]
+
+
+def _tres_tuples(recs: Any) -> list[tuple[str, str, Any]]:
+    return [(r["type"], r["name"], r["count"]) for r in recs]
+
+
+@pytest.mark.parametrize("entry", _SACCT_DOCS, ids=[e["file"] for e in _SACCT_DOCS])
+def test_sacct_tres_match_raw_json(shared: Path, entry: dict[str, Any]) -> None:
+    """Allocated TRES decode eagerly, requested ones on demand: both equal the raw JSON."""
+    data = (shared / "fixtures" / "slurm" / entry["file"]).read_bytes()
+    doc = sacct.decode(data, command="sacct")
+    for job, rj in zip(doc.jobs, json.loads(data)["jobs"], strict=True):
+        tres = rj.get("tres", {})
+        alloc = [(t.type, t.name, t.count) for t in job.tres.allocated]
+        assert alloc == _tres_tuples(tres.get("allocated", []))
+        req = [(t.type, t.name, t.count) for t in sacct.requested_tres(job)]
+        assert req == _tres_tuples(tres.get("requested", []))
+        for t in job.tres.allocated:
+            assert t.type is sacct.TresType(str(t.type))  # known types: the shared member
+
+
+def test_tres_type_is_an_open_enum() -> None:
+    recs = msgspec.json.decode(
+        b'[{"type":"cpu","count":1},{"type":"ic","name":"ofed"},{"type":"quantum","count":2}]',
+        type=list[sacct.TresRec],
+    )
+    assert recs[0].type is sacct.TresType.CPU
+    assert recs[1].type is sacct.TresType.IC
+    unknown = recs[2].type
+    assert isinstance(unknown, str)
+    assert unknown == "quantum"
+    assert str(unknown) == "quantum"
+    assert unknown not in (sacct.TresType.CPU, sacct.TresType.GRES)
+    assert msgspec.json.encode(recs[2]) == b'{"type":"quantum","name":"","count":2}'
+    with pytest.raises(msgspec.ValidationError, match=r"Expected `str`, got `int`"):
+        msgspec.json.decode(b'[{"type":3}]', type=list[sacct.TresRec])
+
+
+@pytest.mark.parametrize(
+    ("requested", "where"),
+    [
+        (b"null", "tres.requested: Expected `array`, got `null`"),
+        (b'[{"type":"cpu","count":[1]}]', "tres.requested[0].count: Expected `int | str"),
+        (b'{"type":"cpu"}', "tres.requested: Expected `array`, got `object`"),
+    ],
+)
+def test_garbled_requested_tres_name_the_job(requested: bytes, where: str) -> None:
+    data = b'{"jobs":[{"job_id":41,"tres":{"allocated":[],"requested":%s}}]}' % requested
+    job = sacct.decode(data, command="sacct").jobs[0]  # not decoded yet: the dump is fine
+    with pytest.raises(SlurmDecodeError) as info:
+        sacct.requested_tres(job)
+    text = str(info.value)
+    assert f"job 41: {where}" in text
+    assert "\n" not in text
+
+
+def test_requested_tres_absent_is_empty() -> None:
+    job = sacct.decode(b'{"jobs":[{"job_id":1}]}', command="sacct").jobs[0]
+    assert sacct.requested_tres(job) == []
+    assert job.tres.allocated == []
+
+
 def test_legacy_v0039_decodes_with_meta_capital_s(shared: Path) -> None:
     """Decision: v0.0.39 (Slurm 23.02) decodes (plain-string states, ``meta.Slurm`` ints); the
     daemon's version gate (major 24/25) is what refuses such a Slurm."""

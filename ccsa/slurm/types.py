@@ -4,15 +4,17 @@ Slurm's data_parser writes some numbers as plain ints and others as ``{set, infi
 objects (``NV``), and enum-ish values as lists of strings (plain strings in the legacy v0.0.39).
 Every view declares numbers as :data:`Num` and flags as :data:`Flags` and reads them through
 :func:`num` / :func:`first`, so a field changing encoding between releases cannot break decoding.
+:class:`OpenStrEnum` decodes strings that repeat in every job without allocating them.
 :func:`decode_doc` turns every msgspec failure into one :class:`SlurmDecodeError` carrying the
 JSON path, the Slurm version and the data_parser.
 """
 
 from __future__ import annotations
 
+import enum
 import gc
 import re
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import msgspec
 
@@ -77,6 +79,25 @@ def flags(x: Flags | None) -> list[str]:
     if isinstance(x, str):
         return [x] if x else []
     return x
+
+
+class OpenStrEnum(enum.StrEnum):
+    """A string enum that also accepts values it does not list.
+
+    msgspec decodes a listed value to its member (a shared object: nothing is allocated per
+    value, which is the point for strings that repeat in every job); any other string becomes
+    an ad-hoc member with that same value (still a ``str``, equal to it), so an unknown value
+    never fails a decode and nothing is lost.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Self | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value
+        member._value_ = value
+        return member
 
 
 class Plugin(msgspec.Struct):
