@@ -337,3 +337,40 @@ async def test_fresh_row_is_not_queued_behind_the_backlog(
     assert len(order) == 2001
     # picked up at the next batch boundary, not after the 2000 older rows
     assert order.index(99_999) < 600
+
+
+async def test_fresh_row_is_not_queued_behind_sub_windows_committed_meanwhile(
+    store: Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A long poll commits its sub-windows while the backlog is being delivered: a hook's
+    start queued after such a sub-window still goes out within a batch or two."""
+    store.apply("c1", [_start(j) for j in range(2000)], now=1.0, rest=True, nats=False)
+    backend = Backend()
+    d = make(store, backend)
+    reads: list[int] = []
+    eligible = store.eligible
+
+    def counted(
+        after_id: int, limit: int, upto: int | None = None, *, newest_first: bool = False
+    ) -> list[OutboxRow]:
+        rows = eligible(after_id, limit, upto, newest_first=newest_first)
+        reads.append(len(rows))
+        return rows
+
+    store.eligible = counted  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(d.run)
+        await trio.sleep(0.2)
+        sub_window = [_start(j) for j in range(10_000, 12_000)]
+        store.apply("c1", sub_window, now=2.0, rest=True, nats=False)
+        d.wake()
+        await trio.sleep(0.1)
+        store.apply("c1", [_start(99_999)], now=3.0, rest=True, nats=False)  # a hook's start
+        d.wake()
+        await d.wait_empty()
+        nursery.cancel_scope.cancel()
+    order = [jid for what, jid, _ in backend.calls]
+    assert sorted(order) == [*range(2000), *range(10_000, 12_000), 99_999]  # each once
+    before_hook = order[: order.index(99_999)]
+    assert sum(1 for j in before_hook if j >= 10_000) < 600  # not behind the sub-window
+    assert max(reads) <= 256  # the outbox is read in batches, never whole

@@ -29,7 +29,8 @@ from tests.soak_driver import (
 )
 
 SHORT = SoakPlan(jobs=1000, rate_per_min=500.0, seed=8, kills=3, nodes=100)
-LONG = SoakPlan(jobs=20_000, rate_per_min=900.0, seed=11, kills=12, drain_timeout=600.0)
+#: 900 jobs/min of ~30 s need ~4x the short form's nodes, or Slurm's queue (and the run) grows
+LONG = SoakPlan(jobs=20_000, rate_per_min=900.0, seed=11, kills=12, nodes=240, drain_timeout=600.0)
 
 
 def _plan_from_env() -> SoakPlan:
@@ -43,6 +44,7 @@ def _plan_from_env() -> SoakPlan:
             rate_per_min=900.0,
             seed=11,
             kills=max(3, int(value) // 2000),
+            nodes=240,
             drain_timeout=600.0,
         )
     return LONG

@@ -232,6 +232,25 @@ def test_stale_marks_ignore_and_prune(store: Store) -> None:
     assert store.known_jobs("c1") == {}
 
 
+def test_known_jobs_for_some_ids_plus_the_running_ones(store: Store) -> None:
+    """One sub-window reads the rows of its own jobs (in chunks), and the last one also every
+    row ccsa believes running (the stale check), never the whole table."""
+    store.apply("c1", [start(j) for j in range(1, 1301)], now=1.0, rest=True, nats=False)
+    store.apply("c1", [stop(j) for j in range(1, 1201)], now=2.0, rest=True, nats=False)
+    store.apply("c1", [start(5000, st=300)], now=2.0, rest=True, nats=False)  # requeued run
+    store.apply("c2", [start(7)], now=1.0, rest=True, nats=False)
+    wanted = [*range(1, 1101, 2), 5000, 99_999]  # 552 ids: two chunks
+    rows = store.known_jobs_for("c1", wanted)
+    assert rows.keys() == {(j, 100) for j in range(1, 1101, 2)} | {(5000, 300)}
+    assert {r.phase for k, r in rows.items() if k[0] < 1101} == {"stop_queued"}
+    everything = store.known_jobs("c1")
+    with_running = store.known_jobs_for("c1", [3], running=True)
+    running = {k for k, r in everything.items() if r.phase in ("start_queued", "started")}
+    assert with_running.keys() == {(3, 100)} | running
+    assert len(running) == 101  # jobs 1201..1300 and 5000; nothing of cluster c2
+    assert all(with_running[k] == everything[k] for k in with_running)
+
+
 def test_error_recorded_then_cleared_by_sync(store: Store) -> None:
     store.record_error("c2", "sacct exited 1", 5.0)
     (wm,) = store.watermarks()

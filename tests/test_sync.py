@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import pytest
 
 from ccsa import convert
 from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
-from ccsa.daemon.plan import JobKey, QueueStart
+from ccsa.daemon.plan import JobKey, QueueStart, SubWindows
 from ccsa.daemon.store import Store
 from ccsa.daemon.sync import ConvertAdapter, Syncer
 from ccsa.errors import SlurmError
@@ -28,7 +31,12 @@ PCI = ("0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0")
 OPTS = convert.ConvertOptions(gpu_pci_addrs=((re.compile(r"gpu\d+$"), PCI),))
 
 
-def make_syncer(sim: SimCluster, store: Store, bin_dir: Path | None = None) -> Syncer:
+def make_syncer(
+    sim: SimCluster,
+    store: Store,
+    bin_dir: Path | None = None,
+    sub_windows: SubWindows | None = None,
+) -> Syncer:
     slurm = Slurm(SlurmRunner(str(bin_dir or sim.bin_dir), max_concurrent=4, timeout=30))
     return Syncer(
         slurm,
@@ -39,6 +47,7 @@ def make_syncer(sim: SimCluster, store: Store, bin_dir: Path | None = None) -> S
         nats=False,
         overlap=60,
         max_span=7 * 86400,
+        sub_windows=sub_windows or SubWindows(),
         initial_start=lambda: T0 - 3600,
     )
 
@@ -379,3 +388,156 @@ async def test_gpus_seen_while_running_survive_a_lookup_after_the_end(
     assert truth.nodes[0].gpus  # the simulator gave it GPUs
     assert starts(store)[jid].resources == _resources(truth)
     assert starts(store)[jid].resources[0].accelerators == [PCI[g] for g in truth.nodes[0].gpus]
+
+
+# --- a long window, cut into sub-windows ----------------------------------------------------
+
+H = 3600.0
+#: Small sub-windows so that a few dozen jobs over ten hours make several of them.
+SMALL = SubWindows(first=H, longest=2 * H, target=8)
+
+
+def backlog(sim: SimCluster, n: int = 40) -> list[int]:
+    """``n`` plain jobs, one every 15 minutes from T0, 5 minutes each; the clock then stands
+    an hour after the last one ended."""
+    specs = [JobSpec(user="alice", submit=T0 + i * 900, duration=300) for i in range(n)]
+    ids = sim.submit_many(specs)
+    sim.set_now(T0 + n * 900 + H)
+    return ids
+
+
+def sacct_windows(sim: SimCluster) -> list[tuple[float, float]]:
+    """(starttime, endtime) of every ``sacct --allusers`` window call, in call order."""
+    out = []
+    for call in sim.calls():
+        argv = [str(a) for a in call["argv"]]  # type: ignore[attr-defined]
+        if call["command"] == "sacct" and "--allusers" in argv:
+            begin, end = (argv[argv.index(opt) + 1] for opt in ("--starttime", "--endtime"))
+            out.append((_epoch(begin), _epoch(end)))
+    return out
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def rows_per_job(store: Store) -> Counter[tuple[int, str]]:
+    return Counter((r.key.job_id, r.kind) for r in store.outbox_rows())
+
+
+async def test_a_long_window_is_read_in_committed_sub_windows(
+    sim: SimCluster, store: Store
+) -> None:
+    ids = backlog(sim)
+    syncer = make_syncer(sim, store, sub_windows=SMALL)
+    res = await syncer.tick("c1")
+    windows = sacct_windows(sim)
+    assert res.parts == len(windows) > 3
+    assert windows[0][0] == T0 - 3600  # initial start
+    assert windows[-1][1] == int(sim.now)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))  # no gap
+    assert max(b - a for a, b in windows) <= SMALL.longest * SMALL.SLACK
+    assert store.watermark("c1") == sim.now
+    # every job: one start and one stop, although some were in two sub-windows' answers
+    assert rows_per_job(store) == Counter({(j, k): 1 for j in ids for k in ("start", "stop")})
+    assert res.jobs_seen > len(ids)  # ...which is what they were
+    truth = {j.job_id: j for j in sim.jobs()}
+    assert {j: b.start_time for j, b in starts(store).items()} == {j: truth[j].start for j in ids}
+    # one squeue per non-empty sub-window, each after its own sacct
+    commands = [c["command"] for c in sim.calls() if c["command"] in ("sacct", "squeue")]
+    assert commands.count("squeue") <= len(windows)
+    assert all(commands[i - 1] == "sacct" for i, c in enumerate(commands) if c == "squeue")
+    assert commands[0] == "sacct"
+    # a normal poll afterwards is one sacct and one squeue call again
+    before = len(sim.calls())
+    sim.advance(60)
+    res = await syncer.tick("c1")
+    assert res.parts == 1
+    assert sorted(str(c["command"]) for c in sim.calls()[before:]) == ["sacct", "squeue"]
+
+
+async def test_a_failed_sub_window_resumes_at_the_last_committed_one(
+    tmp_path: Path, sim: SimCluster, store: Store
+) -> None:
+    """sacct fails on the third sub-window: the first two stay committed (watermark at the
+    second's end), the next poll starts there (minus the overlap) and nothing is lost or
+    queued twice."""
+    ids = backlog(sim)
+    counter = tmp_path / "sacct-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for cmd in ("squeue", "scontrol", "sinfo", "sacctmgr"):
+        (bin_dir / cmd).symlink_to(sim.bin_dir / cmd)
+    real = str(sim.bin_dir / "sacct")
+    (bin_dir / "sacct").write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"path = {str(counter)!r}\n"
+        "n = int(open(path).read()) + 1 if os.path.exists(path) else 1\n"
+        "open(path, 'w').write(str(n))\n"
+        "if n == 3 and '--allusers' in sys.argv:\n"
+        "    sys.stderr.write('sacct: error: Problem talking to the database\\n'); sys.exit(1)\n"
+        f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
+    )
+    (bin_dir / "sacct").chmod(0o755)
+    syncer = make_syncer(sim, store, bin_dir, sub_windows=SMALL)
+    with pytest.raises(SlurmError, match="Problem talking to the database"):
+        await syncer.tick("c1")
+    _, second = sacct_windows(sim)  # the third never reached Slurm
+    mark = store.watermark("c1")
+    assert mark == second[1]
+    truth = {j.job_id: j for j in sim.jobs()}
+    queued = rows_per_job(store)
+    for jid in ids:
+        start = truth[jid].start
+        assert start is not None
+        if start <= mark:  # nothing before the watermark is missing
+            assert queued[(jid, "start")] == 1
+        if truth[jid].submit > mark:  # nothing after it was read yet
+            assert queued[(jid, "start")] == 0
+    res = await syncer.tick("c1")
+    resumed = sacct_windows(sim)[2:]
+    assert resumed[0][0] == mark - syncer.overlap
+    assert resumed[-1][1] == int(sim.now)
+    assert res.window == (mark - syncer.overlap, sim.now)
+    assert store.watermark("c1") == sim.now
+    assert rows_per_job(store) == Counter({(j, k): 1 for j in ids for k in ("start", "stop")})
+
+
+async def test_stale_check_runs_once_per_poll_on_the_last_sub_window(
+    sim: SimCluster, store: Store
+) -> None:
+    """A job ccsa believes running but slurmctld no longer lists is marked stale by one poll
+    and looked up by the next: the sub-windows of one long poll must not run both phases."""
+    gone = sim.submit(JobSpec(user="bob", duration=50))
+    sim.advance(H)
+    backlog(sim, n=24)  # from T0 + 0; the clock moves on to T0 + 7 h
+    (truth,) = [j for j in sim.jobs() if j.job_id == gone]
+    assert truth.start is not None
+    key = JobKey("c1", gone, truth.start)
+    body = StartJob(
+        job_id=gone,
+        cluster="c1",
+        user="bob",
+        project="research",
+        num_nodes=1,
+        resources=[Resource(hostname=truth.nodes[0].hostname)],
+        start_time=truth.start,
+        shared="multi_user",
+    )
+    # known as started; the window starts after its end, so no sacct answer holds it
+    store.apply("c1", [QueueStart(key, body, "main", True)], now=T0, rest=True, nats=False,
+                watermark=T0 + 600)  # fmt: skip
+    for row in store.eligible(0, 10):
+        store.rest_done(row, publish_nats=False, now=T0)
+    syncer = make_syncer(sim, store, sub_windows=SMALL)
+    res = await syncer.tick("c1")
+    assert res.parts > 2
+    job = store.job(key)
+    assert job is not None
+    assert (job.stale, job.phase) == (True, "started")
+    assert not any("-j" in c["argv"] for c in sim.calls())  # type: ignore[operator]
+    assert (gone, "stop") not in rows_per_job(store)
+    sim.advance(60)
+    await syncer.tick("c1")  # phase 2: sacct -j says it finished -> stop
+    assert stops(store)[gone].stop_time == truth.end

@@ -201,28 +201,40 @@ class Delivery:
         return self.rest_gate if row.rest_pending else self.nats_gate
 
     async def _dispatch(self, send: trio.MemorySendChannel[OutboxRow]) -> None:
-        """Scan the outbox in id order and hand eligible rows to the workers.
+        """Scan the outbox in batches of `BATCH` rows (never the whole outbox in memory) and
+        hand eligible rows to the workers; rows queued during a scan go first, newest first.
 
-        Rows added after the scan began (a hook event's start, the next poll) are looked at
-        before every further batch of the old scan, so a fresh start does not queue behind a
-        backlog of thousands of rows (the Go adapter's hook events wait for the whole sync).
+        A pass scans the rows that existed when it began, oldest first. Before each batch it
+        looks for rows queued since (a hook event's start, a sub-window of a long poll) and
+        scans those first, newest first, so a hook's start is sent within a batch or two: not
+        behind the backlog (the Go adapter's hook events wait for the whole sync), nor behind
+        a sub-window of thousands of rows committed just before it. A stop skipped because its
+        start was still pending is found by the next pass.
         """
         while True:
             self._wake = trio.Event()
             progress = False
-            cursor = 0
-            limit = self.store.max_id()  # this pass scans the rows that exist now...
-            fresh = limit  # ...and looks for newer ones before each of its batches
+            top = self.store.max_id()
+            base = 0  # cursor of the oldest-first scan over ids <= `limit`
+            limit = top
+            fresh: list[tuple[int, int]] = []  # (after, upto) ranges queued since, newest last
             while True:
-                newer = self.store.eligible(fresh, BATCH)
-                if newer:
-                    fresh = newer[-1].id
-                    progress |= await self._offer(send, newer)
-                    continue
-                rows = self.store.eligible(cursor, BATCH, upto=limit)
-                if not rows:
-                    break
-                cursor = rows[-1].id
+                newest = self.store.max_id()
+                if newest > top:
+                    fresh.append((top, newest))
+                    top = newest
+                if fresh:
+                    after, upto = fresh[-1]
+                    rows = self.store.eligible(after, BATCH, upto, newest_first=True)
+                    if not rows:
+                        fresh.pop()
+                        continue
+                    fresh[-1] = (after, rows[-1].id - 1)
+                else:
+                    rows = self.store.eligible(base, BATCH, upto=limit)
+                    if not rows:
+                        break
+                    base = rows[-1].id
                 progress |= await self._offer(send, rows)
             if progress:
                 continue

@@ -4,9 +4,12 @@ No I/O here (no trio, httpx, sqlite): `decide` looks at the sacct jobs of a wind
 `sacct -j` lookup), the slurmctld queue and the known-job rows, and says which jobs need a start,
 which a stop, whose pending start can now get its resources, and which running jobs look stale.
 `build` then turns that decision plus the fetched metadata into the actions the store applies in
-one transaction. The Slurm view objects are opaque here: every question about them goes through
-a `Converter` (in production a thin adapter over `ccsa.convert`), so this module can be tested
-with small hand-made jobs as well as with real Slurm fixtures.
+one transaction. `SubWindows` cuts a long poll window (a backlog after downtime, the first sync)
+into consecutive sub-windows sized by the job density seen so far, so one ``sacct`` answer (the
+daemon's peak memory) stays small while a normal poll remains one call. The Slurm view objects
+are opaque here: every question about them goes through a `Converter` (in production a thin
+adapter over `ccsa.convert`), so this module can be tested with small hand-made jobs as well as
+with real Slurm fixtures.
 """
 
 from __future__ import annotations
@@ -334,6 +337,66 @@ def build(
             key = JobKey(decision.cluster, jid, start)
             actions.append(QueueStop(key, stop, conv.partition(acct)))
     return actions
+
+
+# --- sub-windows of a long poll window ------------------------------------------------------
+
+
+#: Default length of a poll's first sub-window (seconds).
+FIRST_SUB_WINDOW = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubWindows:
+    """How a long poll window is cut into consecutive sub-windows, one ``sacct`` call each.
+
+    ``sacct --json`` costs about 10 KB per job record, and reading one answer briefly holds it
+    twice (the pipe chunks and their join), so the first sync of a 10k-job backlog in ONE call
+    peaked at ~300 MiB. Job density is unknown and uneven (an idle week, then a busy day), so
+    each sub-window's length is chosen from the previous one's answer (`next_span`) and capped
+    (`longest`): the cap bounds the damage when a long quiet stretch ends in a busy one.
+
+    Args:
+        first: length of the first sub-window. A window at most `SLACK` times this long is ONE
+            call, so a normal poll (window ~ slurmPollInterval + overlap) is never split.
+        longest: upper bound of any later sub-window.
+        shortest: lower bound (a burst of jobs eligible within one second cannot be split).
+        target: job records one sub-window should return.
+    """
+
+    first: float = FIRST_SUB_WINDOW
+    longest: float = 6 * 3600.0
+    shortest: float = 60.0
+    target: int = 2000
+
+    #: The last sub-window may be this much longer than planned instead of leaving a short tail.
+    SLACK = 1.5
+
+    def cut(self, begin: float, end: float, span: float) -> float:
+        """End of the sub-window that starts at `begin` (`end` when the rest fits in one).
+
+        Inner boundaries are whole seconds: sacct takes whole seconds, so consecutive
+        sub-windows share their boundary second instead of leaving a gap.
+        """
+        if end - begin <= span * self.SLACK:
+            return end
+        return float(max(int(begin + span), int(begin) + 1))
+
+    def next_span(self, span: float, *, fresh: int, carried: int) -> float:
+        """Length of the next sub-window after one of length `span` returned `fresh` records
+        that became eligible inside it, and `carried` records still active at its end.
+
+        sacct returns every job active at some moment of the window, so the next answer holds
+        about ``carried + rate * span'`` records (``rate = fresh / span``): solve for
+        ``target``. Carried records (a deep pending queue, long jobs) come back in every answer
+        whatever its length: once they alone approach the target, shrinking would only read
+        them again and again (a 50k-job backlog with an 18k-job queue read 18x its size), so
+        the new records may then match the carried ones (at most 2x the unavoidable answer,
+        and at most 2x the minimal reading). Growth is at most 2x per step.
+        """
+        budget = max(self.target - carried, carried)
+        want = span * 2 if fresh <= 0 else span * budget / fresh
+        return max(self.shortest, min(want, span * 2, max(self.longest, self.first)))
 
 
 def count_without_resources(actions: Sequence[Action]) -> int:

@@ -29,6 +29,7 @@ import msgspec
 
 from ccsa.ccbackend.models import Resource, StartJob, encode
 from ccsa.daemon.plan import (
+    RUNNING_PHASES,
     Action,
     Ignore,
     JobKey,
@@ -127,6 +128,8 @@ _ROW_COLS = (
     "id, cluster, job_id, start_time, kind, body, partition, rest_pending, nats_pending, "
     "attempts, last_error, created"
 )
+
+_RUNNING_SQL = ",".join(f"'{p}'" for p in sorted(RUNNING_PHASES))
 
 _resources_decoder = msgspec.json.Decoder(list[Resource])
 _start_decoder = msgspec.json.Decoder(StartJob)
@@ -341,15 +344,34 @@ class Store:
     def job(self, key: JobKey) -> KnownJob | None:
         return self.known_jobs_for(key.cluster, [key.job_id]).get((key.job_id, key.start_time))
 
-    def known_jobs_for(self, cluster: str, ids: Iterable[int]) -> dict[tuple[int, int], KnownJob]:
-        """Known rows of some job ids only (the PrEp path: no full-table read per event)."""
+    def known_jobs_for(
+        self, cluster: str, ids: Iterable[int], *, running: bool = False
+    ) -> dict[tuple[int, int], KnownJob]:
+        """Known rows of some job ids only (a hook lookup, one sub-window of a poll), read in
+        chunks of 500 ids, not the whole table.
+
+        Args:
+            running: also every row ccsa believes running (start_queued / started): the rows
+                the stale check compares with the full squeue answer.
+        """
         out: dict[tuple[int, int], KnownJob] = {}
-        for jid in set(ids):
-            for st, phase, rc, stale, part, sd in self._db.execute(
-                "SELECT start_time, phase, resources_complete, stale, partition, "
-                "start_delivered_at FROM jobs WHERE cluster=? AND job_id=?",
-                (cluster, jid),
-            ):
+        cols = "job_id, start_time, phase, resources_complete, stale, partition, start_delivered_at"
+        wanted = sorted(set(ids))
+        queries: list[tuple[str, tuple[object, ...]]] = []
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {cols} FROM jobs WHERE cluster=? AND job_id IN ({marks})"
+            queries.append((query, (cluster, *chunk)))
+        if running:
+            queries.append(
+                (
+                    f"SELECT {cols} FROM jobs WHERE cluster=? AND phase IN ({_RUNNING_SQL})",
+                    (cluster,),
+                )
+            )
+        for query, args in queries:
+            for jid, st, phase, rc, stale, part, sd in self._db.execute(query, args):
                 key = JobKey(cluster, jid, st)
                 out[(jid, st)] = KnownJob(key, phase, bool(rc), bool(stale), part, sd)
         return out
@@ -549,8 +571,11 @@ class Store:
         """The highest outbox id in use (0 when empty)."""
         return int(self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
 
-    def eligible(self, after_id: int, limit: int, upto: int | None = None) -> list[OutboxRow]:
-        """Outbox rows with after_id < id <= upto that may be sent now, oldest first.
+    def eligible(
+        self, after_id: int, limit: int, upto: int | None = None, *, newest_first: bool = False
+    ) -> list[OutboxRow]:
+        """Outbox rows with after_id < id <= upto that may be sent now, oldest first (or newest
+        first), at most `limit` of them.
 
         A stop is eligible only when no start for the same job is in the outbox (pending,
         in flight, or waiting for its NATS publish): never a stop before its start.
@@ -559,7 +584,7 @@ class Store:
             f"SELECT {_ROW_COLS} FROM outbox o WHERE id > ? AND id <= ? AND (kind='start' OR "
             "NOT EXISTS (SELECT 1 FROM outbox s WHERE s.cluster=o.cluster AND "
             "s.job_id=o.job_id AND s.start_time=o.start_time AND s.kind='start')) "
-            "ORDER BY id LIMIT ?",
+            f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
             (after_id, upto if upto is not None else 2**62, limit),
         ).fetchall()
         return [_row(r) for r in rows]

@@ -36,7 +36,7 @@ from ccsa.ccbackend.client import BackendClient
 from ccsa.ccbackend.models import NodeStateRequest, StartJob, StopJob, encode
 from ccsa.config import Config
 from ccsa.daemon.delivery import Delivery, NatsPublisher
-from ccsa.daemon.plan import RUNNING_PHASES
+from ccsa.daemon.plan import FIRST_SUB_WINDOW, RUNNING_PHASES, SubWindows
 from ccsa.daemon.prep import Coalescer, PrepServer
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
@@ -397,6 +397,7 @@ async def main(
                 nats=cfg.nats_enabled,
                 overlap=cfg.sync_overlap,
                 max_span=cfg.slurm_query_max_span,
+                sub_windows=_sub_windows(cfg),
                 initial_start=_initial_start(cfg, now),
                 on_queued=delivery.wake,
                 post_node_state=post_node_state,
@@ -407,6 +408,13 @@ async def main(
                 return await _once(daemon, dry_run, once_timeout, task_status)
             return await _serve(daemon, notify, grace, stuck_min_age, task_status)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sub_windows(cfg: Config) -> SubWindows:
+    """Sub-windows whose first one holds twice a normal poll's window: a normal poll (and a
+    slow one) stays one sacct call; only a backlog is cut."""
+    normal = cfg.slurm_poll_interval + cfg.sync_overlap
+    return SubWindows(first=max(FIRST_SUB_WINDOW, 2 * normal))
 
 
 async def _clusters_with_retry(

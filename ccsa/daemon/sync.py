@@ -1,10 +1,12 @@
 """One cluster's sync: Slurm I/O -> `plan` -> one store transaction -> wake delivery.
 
 `Syncer.tick(cluster)` is the poll: the ``sacct --allusers`` window from the cluster's own
-watermark (minus an overlap) to now, ``squeue --all`` at the same time, metadata for the new
-starts, then the plan and ONE transaction that queues the actions and moves the watermark (so a
-crash anywhere re-reads the window instead of skipping it). Then phase 2 of the stale check
-(``sacct -j`` of jobs missing from squeue twice) and node state (best effort).
+watermark (minus an overlap) to now, then ``squeue --all``, metadata for the new starts, the plan
+and ONE transaction that queues the actions and moves the watermark (so a crash anywhere re-reads
+the window instead of skipping it). A long window (a backlog) is read in consecutive sub-windows
+(`plan.SubWindows`), each with its own sacct, squeue, plan and transaction, so memory is bounded
+by one sub-window's answer and the delivery starts on the first one. Then phase 2 of the stale
+check (``sacct -j`` of jobs missing from squeue twice) and node state (best effort).
 `Syncer.lookup(cluster, ids)` is the same planning for a few job ids (PrEp events, stale jobs,
 the stuck-job checker) without a watermark move.
 
@@ -34,7 +36,7 @@ from ccsa.errors import BackendError, SlurmError
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
-from ccsa.slurm.types import first
+from ccsa.slurm.types import NO_VAL32_FLOOR, NV, first, num
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +102,25 @@ class ConvertAdapter:
 
 @dataclass(frozen=True)
 class TickResult:
-    """What one poll of one cluster did."""
+    """What one poll of one cluster did (`parts`: how many sub-windows it was cut into)."""
 
     cluster: str
     window: tuple[float, float]
     jobs_seen: int
     applied: ApplyResult
     skipped_seconds: float = 0.0
+    parts: int = 1
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one sub-window of a poll did; `fresh`/`carried` size the next one."""
+
+    jobs: int
+    fresh: int
+    carried: int
+    applied: ApplyResult
+    lookup: list[int]
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,8 @@ class Syncer:
     Args:
         now: the wall clock (epoch seconds) for sacct windows; injected for tests.
         initial_start: where a cluster without a watermark starts (see docs/daemon.md).
+        sub_windows: how a long window is cut (`plan.SubWindows`; its `first` must exceed a
+            normal poll's window so that a normal poll stays one sacct call).
         on_queued: called after actions were stored (wakes the delivery).
         post_node_state: sends a node-state body (None: node state sync off).
     """
@@ -137,10 +153,14 @@ class Syncer:
     nats: bool
     overlap: float = 300.0
     max_span: float = 604800.0
+    sub_windows: plan.SubWindows = field(default_factory=plan.SubWindows)
     initial_start: Callable[[], float] | None = None
     on_queued: Callable[[], None] = lambda: None
     post_node_state: Callable[[NodeStateRequest], Awaitable[None]] | None = None
     stats: Stats = field(default_factory=Stats)
+    #: Per cluster: does ``sacct --batch-script`` carry job scripts (slurmdbd stores them)?
+    #: Learned from answers (`note_scripts`); absent = not known yet.
+    scripts_in_sacct: dict[str, bool] = field(default_factory=dict)
 
     # --- the poll -------------------------------------------------------------------------
 
@@ -160,7 +180,12 @@ class Syncer:
         return begin, end, skipped
 
     async def tick(self, cluster: str) -> TickResult:
-        """Poll one cluster. Raises SlurmError (the watermark then stays where it was)."""
+        """Poll one cluster, sub-window by sub-window (see `plan.SubWindows`).
+
+        Each sub-window is committed on its own, watermark included, before the next one is
+        read, so a failure part-way keeps what was done and the next poll resumes at the last
+        committed sub-window. Raises SlurmError (the watermark then stays at that point).
+        """
         begin, end, skipped = self.window(cluster)
         if skipped > 0:
             log.warning(
@@ -170,40 +195,71 @@ class Syncer:
                 cluster, skipped, _utc(begin - skipped), _utc(begin), cluster,
                 _utc(begin - skipped), _utc(begin),
             )  # fmt: skip
-        accts: list[SacctJob] = []
-        queue_jobs: list[QueueJob] = []
-
-        async def get_sacct() -> None:
-            doc = await self.slurm.sacct_window(cluster, _dt(begin), _dt(end))
-            accts.extend(j for j in doc.jobs if not j.cluster or j.cluster == cluster)
-
-        async def get_queue() -> None:
-            queue_jobs.extend((await self.slurm.squeue_all(cluster)).jobs)
-
-        # sacct first, then squeue (not concurrently): slurmctld starts a job before slurmdbd
-        # records it, so every job this sacct shows as started is in the later squeue snapshot
-        # with its resources. Concurrently, squeue could be the older snapshot and still show
-        # it PENDING; its start would then go out with host names only (found by the soak).
-        await get_sacct()
-        await get_queue()
-        queue = {q.job_id: q for q in queue_jobs}
-        known = self.store.known_jobs(cluster)
-        self.remember(cluster, queue_jobs, known)
-        decision = await self.decide(cluster, accts, queue, known, full_queue=True)
-        actions = await self.build(cluster, decision)
-        applied = self.apply(cluster, actions, watermark=end)
+        seen = parts = 0
+        applied = ApplyResult()
+        span = self.sub_windows.first
+        part_begin = begin
+        while True:
+            part_end = self.sub_windows.cut(part_begin, end, span)
+            last = part_end >= end
+            part = await self._part(cluster, part_begin, part_end, last=last)
+            parts += 1
+            seen += part.jobs
+            applied = _sum(applied, part.applied)
+            if last:
+                break
+            span = self.sub_windows.next_span(span, fresh=part.fresh, carried=part.carried)
+            part_begin = part_end
         self.stats.sync_ticks += 1
-        if decision.lookup:
+        if part.lookup:
             try:
-                await self.lookup(cluster, decision.lookup, with_queue=False)
+                await self.lookup(cluster, part.lookup, with_queue=False)
             except SlurmError as exc:
                 log.warning("%s: stale-job lookup failed (retried next poll): %s", cluster, exc)
         self.store.prune(cluster, begin - PRUNE_MARGIN)
         log.info(
-            "%s: synced %s..%s UTC: %d jobs seen, %d starts and %d stops queued",
-            cluster, _utc(begin), _utc(end), len(accts), applied.starts, applied.stops,
+            "%s: synced %s..%s UTC%s: %d jobs seen, %d starts and %d stops queued",
+            cluster, _utc(begin), _utc(end), f" in {parts} sub-windows" if parts > 1 else "",
+            seen, applied.starts, applied.stops,
         )  # fmt: skip
-        return TickResult(cluster, (begin, end), len(accts), applied, skipped)
+        return TickResult(cluster, (begin, end), seen, applied, skipped, parts)
+
+    async def _part(self, cluster: str, begin: float, end: float, *, last: bool) -> _Part:
+        """One sub-window: sacct, then squeue, plan, ONE transaction moving the watermark to
+        `end`. Only the `last` one (whose squeue is newer than every sacct of the poll) runs
+        the stale check: a running job missing from squeue may have its stop in a later
+        sub-window. Everything read here is dropped on return (bounded memory)."""
+        doc = await self.slurm.sacct_window(cluster, _dt(begin), _dt(end))
+        accts = [j for j in doc.jobs if not j.cluster or j.cluster == cluster]
+        del doc
+        fresh, carried = _density(accts, begin, end)
+        if not accts and not last:
+            # nothing to plan: no squeue needed, just move the watermark past the quiet stretch
+            self.apply(cluster, [], watermark=end)
+            log.debug("%s: sub-window %s..%s UTC is empty", cluster, _utc(begin), _utc(end))
+            return _Part(0, 0, 0, ApplyResult(), [])
+        # sacct first, then squeue (not concurrently): slurmctld starts a job before slurmdbd
+        # records it, so every job this sacct shows as started is in the later squeue snapshot
+        # with its resources. Concurrently, squeue could be the older snapshot and still show
+        # it PENDING; its start would then go out with host names only (found by the soak).
+        # Hence one squeue per sub-window, each after its own sacct.
+        queue_jobs = (await self.slurm.squeue_all(cluster)).jobs
+        queue = {q.job_id: q for q in queue_jobs}
+        ids = {j.job_id for j in accts}
+        ids.update(queue)
+        # the rows of these jobs, plus (last sub-window) every running row for the stale check
+        known = self.store.known_jobs_for(cluster, ids, running=last)
+        del ids
+        self.remember(cluster, queue_jobs, known)
+        decision = await self.decide(cluster, accts, queue, known, full_queue=last)
+        actions = await self.build(cluster, decision)
+        applied = self.apply(cluster, actions, watermark=end)
+        if not last:
+            log.info(
+                "%s: sub-window %s..%s UTC: %d jobs seen, %d starts and %d stops queued",
+                cluster, _utc(begin), _utc(end), len(accts), applied.starts, applied.stops,
+            )  # fmt: skip
+        return _Part(len(accts), fresh, carried, applied, decision.lookup)
 
     async def sync_all(self, clusters: Sequence[str], *, node_state: bool = True) -> bool:
         """Poll every cluster concurrently, each on its own: one cluster's failure (Slurm
@@ -220,9 +276,11 @@ class Syncer:
                 failed.append(cluster)
                 self.stats.sync_failures[cluster] += 1
                 self.store.record_error(cluster, str(exc), self.now())
+                mark = self.store.watermark(cluster)
                 log.error(
-                    "%s: sync failed, its watermark stays (retried next poll): %s", cluster, exc
-                )
+                    "%s: sync failed; the next poll resumes at its watermark (%s UTC): %s",
+                    cluster, "none" if mark is None else _utc(mark), exc,
+                )  # fmt: skip
             if node_state:
                 await self.node_state(cluster)
 
@@ -272,8 +330,17 @@ class Syncer:
         known_ids = {jid for jid, _ in self.store.known_jobs_for(cluster, wanted)}
         new_ids = [i for i in wanted if i not in known_ids] if with_queue else []
 
+        # Where slurmdbd stores job scripts (AccountingStoreFlags=job_script), this sacct
+        # answer carries them (--batch-script), and asking scontrol for each new job would cost
+        # one subprocess per job for nothing: scripts are prefetched from scontrol only where
+        # sacct is not known to have them.
+        stored = self.scripts_in_sacct.get(cluster)
+        script_ids = [] if stored else new_ids
+        want_scripts = with_queue and stored is not False
+
         async def get_sacct() -> None:
-            accts.extend((await self.slurm.sacct_jobs(cluster, wanted)).jobs)
+            doc = await self.slurm.sacct_jobs(cluster, wanted, scripts=want_scripts)
+            accts.extend(doc.jobs)
 
         async def get_queue() -> None:
             got = await self.slurm.squeue_jobs(cluster, wanted)
@@ -282,13 +349,15 @@ class Syncer:
             self.remember(cluster, got, dict(self.store.known_jobs_for(cluster, wanted)))
 
         async def get_meta() -> None:
-            got_info, got_scripts = await self._metadata(cluster, new_ids, new_ids)
+            got_info, got_scripts = await self._metadata(cluster, new_ids, script_ids)
             info.update(got_info)
             scripts.update(got_scripts)
 
         calls = [get_sacct, get_queue, get_meta] if with_queue else [get_sacct]
         await _concurrently(*calls)
         accts = [j for j in accts if not j.cluster or j.cluster == cluster]
+        if want_scripts:
+            self.note_scripts(cluster, accts)
         known: dict[tuple[int, int], KnownJob] = dict(
             self.store.known_jobs_for(cluster, [j.job_id for j in accts])
         )
@@ -296,7 +365,9 @@ class Syncer:
             known.pop(key, None)
         queue = {q.job_id: q for q in queue_jobs} if with_queue else None
         decision = await self.decide(cluster, accts, queue, known, full_queue=False)
-        actions = await self.build(cluster, decision, (info, scripts, set(new_ids)))
+        actions = await self.build(
+            cluster, decision, (info, scripts, set(new_ids), set(script_ids))
+        )
         if forget:
             lost = {JobKey(cluster, jid, st) for jid, st in forget}
             actions = [
@@ -309,6 +380,24 @@ class Syncer:
         return LookupResult(started, finished, applied)
 
     # --- shared ---------------------------------------------------------------------------
+
+    def note_scripts(self, cluster: str, accts: Sequence[SacctJob]) -> None:
+        """Learn from a ``sacct --batch-script`` answer whether slurmdbd stores job scripts:
+        yes once any record carries one; no when started jobs came back without any."""
+        if self.scripts_in_sacct.get(cluster):
+            return
+        if any(j.script for j in accts):
+            self.scripts_in_sacct[cluster] = True
+            log.info(
+                "%s: slurmdbd stores job scripts: new jobs' scripts come from sacct "
+                "--batch-script, one call for many jobs instead of one scontrol per job",
+                cluster,
+            )
+        elif cluster not in self.scripts_in_sacct and any(
+            convert.start_time(j) is not None for j in accts
+        ):
+            self.scripts_in_sacct[cluster] = False
+            log.debug("%s: sacct --batch-script carries no scripts: using scontrol", cluster)
 
     async def decide(
         self,
@@ -411,19 +500,44 @@ class Syncer:
         self,
         cluster: str,
         decision: plan.Decision,
-        prefetched: tuple[Mapping[int, str], Mapping[int, str], set[int]] | None = None,
+        prefetched: tuple[Mapping[int, str], Mapping[int, str], set[int], set[int]] | None = None,
     ) -> list[plan.Action]:
-        """Fetch the metadata the decision needs (minus what was prefetched) and build."""
-        have_info, have_scripts, asked = prefetched or ({}, {}, set())
-        info_ids = [i for i in decision.metadata_ids(self.conv) if i not in asked]
-        script_ids = [i for i in decision.script_ids(self.conv) if i not in asked]
+        """Fetch the metadata the decision needs (minus what was prefetched) and build.
+
+        ``prefetched``: (scontrol texts, scripts, ids whose text was asked, ids whose script
+        was asked).
+        """
+        have_info, have_scripts, asked_info, asked_scripts = prefetched or ({}, {}, set(), set())
+        info_ids = [i for i in decision.metadata_ids(self.conv) if i not in asked_info]
+        script_ids = [i for i in decision.script_ids(self.conv) if i not in asked_scripts]
+        from_sacct: dict[int, str] = {}
+        if script_ids and self.scripts_in_sacct.get(cluster) is not False:
+            from_sacct, listed = await self._sacct_scripts(cluster, script_ids)
+            if self.scripts_in_sacct.get(cluster):
+                # stored: a job sacct lists without a script has none (srun, salloc)
+                script_ids = [i for i in script_ids if i not in listed]
         info, scripts = await self._metadata(cluster, info_ids, script_ids)
+        scripts = {**scripts, **from_sacct}
         return plan.build(
             decision,
             self.conv,
             slurm_info={**have_info, **info},
             scripts={**have_scripts, **scripts},
         )
+
+    async def _sacct_scripts(
+        self, cluster: str, ids: Sequence[int]
+    ) -> tuple[dict[int, str], set[int]]:
+        """(scripts, ids sacct listed) from one ``sacct -j IDS --batch-script`` (learns whether
+        slurmdbd stores scripts). When sacct fails, nothing: scontrol is then asked instead."""
+        try:
+            doc = await self.slurm.sacct_jobs(cluster, ids, scripts=True)
+        except SlurmError as exc:
+            log.warning("%s: no job scripts from sacct for %d jobs: %s", cluster, len(ids), exc)
+            return {}, set()
+        jobs = [j for j in doc.jobs if not j.cluster or j.cluster == cluster]
+        self.note_scripts(cluster, jobs)
+        return {j.job_id: j.script for j in jobs if j.script}, {j.job_id for j in jobs}
 
     async def _metadata(
         self, cluster: str, info_ids: Sequence[int], script_ids: Sequence[int]
@@ -485,6 +599,42 @@ async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
             nursery.start_soon(guarded, call)
     if failures:
         raise failures[0]
+
+
+def _sum(a: ApplyResult, b: ApplyResult) -> ApplyResult:
+    return ApplyResult(
+        a.starts + b.starts,
+        a.stops + b.stops,
+        a.resource_updates + b.resource_updates,
+        a.parked_stops + b.parked_stops,
+        a.ignored + b.ignored,
+    )
+
+
+def _density(accts: Sequence[SacctJob], begin: float, end: float) -> tuple[int, int]:
+    """(records submitted inside [begin, end], records still active at `end`).
+
+    sacct's window holds every job whose (eligible .. end) span touches it: the first count
+    grows with the window's length, the second comes back in the next window whatever its
+    length (`plan.SubWindows.next_span`). The submit time stands in for the eligible time
+    (the same, except for ``--begin`` jobs).
+    """
+    fresh = carried = 0
+    for acct in accts:
+        t = acct.time
+        since = _epoch(t.submission) or _epoch(t.start)
+        if since is None or since >= begin:
+            fresh += 1
+        until = _epoch(t.end)
+        if until is None or until >= end:
+            carried += 1
+    return fresh, carried
+
+
+def _epoch(value: int | NV) -> int | None:
+    """A Slurm timestamp, None when unset (0, NO_VAL, infinite)."""
+    n = num(value)
+    return n if n is not None and 0 < n < NO_VAL32_FLOOR else None
 
 
 def _dt(epoch: float) -> datetime:

@@ -126,14 +126,21 @@ class Slurm:
         data, label = await self._json("sacct", args)
         return sacct.decode(data, command=label)
 
-    async def sacct_jobs(self, cluster: str, ids: Sequence[int]) -> SacctDoc:
-        """sacct records of ``ids`` (plus the tasks/components of asked array/het ids)."""
+    async def sacct_jobs(
+        self, cluster: str, ids: Sequence[int], *, scripts: bool = False
+    ) -> SacctDoc:
+        """sacct records of ``ids`` (plus the tasks/components of asked array/het ids).
+
+        ``scripts``: add ``--batch-script``, so that where slurmdbd stores job scripts
+        (AccountingStoreFlags=job_script) each record's ``script`` field carries it.
+        """
         chunks = self._chunks(ids)
         if not chunks:
             return SacctDoc()
+        extra = ["--batch-script"] if scripts else []
 
         async def one(chunk: list[int]) -> SacctDoc:
-            args = ["--cluster", cluster, "-j", ",".join(map(str, chunk)), "--json"]
+            args = ["--cluster", cluster, "-j", ",".join(map(str, chunk)), *extra, "--json"]
             data, label = await self._json("sacct", args)
             return sacct.decode(data, command=label)
 
