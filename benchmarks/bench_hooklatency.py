@@ -84,7 +84,13 @@ async def _status(sock: Path) -> dict[str, Any] | None:
 
 
 async def _scenario(
-    tmp: Path, *, rate: float, seconds: float, backlog: int, seed: int
+    tmp: Path,
+    *,
+    rate: float,
+    seconds: float,
+    backlog: int,
+    seed: int,
+    store_scripts: bool = False,
 ) -> dict[str, Any]:
     from ccsa import hook
     from ccsa.sim.ccbackend.clusters import minimal
@@ -95,7 +101,13 @@ async def _scenario(
 
     now = time.time()
     sim = SimCluster.create(
-        tmp / "sim", clusters=(CLUSTER,), nodes=40, clock="real", start=now - 2 * 86400, seed=seed
+        tmp / "sim",
+        clusters=(CLUSTER,),
+        nodes=40,
+        clock="real",
+        start=now - 2 * 86400,
+        seed=seed,
+        store_scripts=store_scripts,
     )
     backlog_ids: list[int] = []
     if backlog:
@@ -255,7 +267,11 @@ async def _scenario(
 
 
 def run(
-    rate: float = 1000.0, seconds: float = 30.0, backlog: int = 3000, seed: int = 1
+    rate: float = 1000.0,
+    seconds: float = 30.0,
+    backlog: int = 3000,
+    seed: int = 1,
+    store_scripts: bool = False,
 ) -> dict[str, Any]:
     """Both scenarios; prints the table and returns the numbers for the aggregator."""
     from benchmarks.machine import machine_info, print_table
@@ -267,7 +283,15 @@ def run(
         tmp = Path(tempfile.mkdtemp(prefix="ccsa-hooklat-", dir="/tmp"))
         try:
             r = trio.run(
-                partial(_scenario, tmp, rate=rate, seconds=seconds, backlog=n_backlog, seed=seed)
+                partial(
+                    _scenario,
+                    tmp,
+                    rate=rate,
+                    seconds=seconds,
+                    backlog=n_backlog,
+                    seed=seed,
+                    store_scripts=store_scripts,
+                )
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -292,7 +316,7 @@ def run(
         )
     command = (
         f"python -m benchmarks.bench_hooklatency --rate {rate:g} --seconds {seconds:g} "
-        f"--backlog {backlog}"
+        f"--backlog {backlog}" + (" --store-scripts" if store_scripts else "")
     )
     headers = [
         "scenario",
@@ -308,7 +332,9 @@ def run(
     ]
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"(load average at the end: {load} on {os.cpu_count()} cores; other work competes)")
-    print_table(f"hook -> cc-backend latency at {rate:g} events/min", headers, rows, command)
+    where = "slurmdbd (sacct --batch-script)" if store_scripts else "slurmctld only (scontrol)"
+    title = f"hook -> cc-backend latency at {rate:g} events/min, job scripts in {where}"
+    print_table(title, headers, rows, command)
     return results
 
 
@@ -318,8 +344,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the burst")
     parser.add_argument("--backlog", type=int, default=3000, help="backlog submissions")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--store-scripts",
+        action="store_true",
+        help="slurmdbd stores job scripts (AccountingStoreFlags=job_script)",
+    )
     args = parser.parse_args()
-    result = run(args.rate, args.seconds, args.backlog, args.seed)
+    result = run(args.rate, args.seconds, args.backlog, args.seed, args.store_scripts)
     for name in ("burst", "burst during backlog sync"):
         print(f"{name}: Slurm calls {result[name]['slurm_calls_by_command']}")
 
