@@ -222,6 +222,9 @@ class Publisher:
             self._options["nkeys_seed"] = nkey_seed_file
         self._reconnect_wait = reconnect_wait
         self.last_error: str | None = None
+        #: The server's refusal of our credentials, kept until a connect succeeds: a reset or
+        #: EOF that follows it on the next attempt must not hide the cause from the operator.
+        self.auth_error: str | None = None
         # Owned by the asyncio thread:
         self._worker: AsyncioThread | None = None
         self._nc: Any = None
@@ -316,6 +319,8 @@ class Publisher:
 
     def _not_connected(self, what: str) -> str:
         detail = f" (last error: {self.last_error})" if self.last_error else ""
+        if self.auth_error and self.auth_error != self.last_error:
+            detail += f" (the server refused the credentials before: {self.auth_error})"
         return f"NATS {self.servers}: {what}{detail}"
 
     # ------------------------------------------------------------- asyncio side
@@ -334,6 +339,12 @@ class Publisher:
         except TimeoutError:
             raise PublishError(self._not_connected(f"not connected after {timeout:g} s")) from None
 
+    def _note_error(self, exc: BaseException) -> None:
+        text = _describe(exc)
+        self.last_error = text
+        if "authoriz" in text.lower() or "authentic" in text.lower():
+            self.auth_error = text
+
     async def _supervise(self) -> None:
         """Keep one client connected forever (first connect retried too)."""
         import nats.aio.client
@@ -346,7 +357,7 @@ class Publisher:
             nc = nats.aio.client.Client()
 
             async def on_error(exc: Exception) -> None:
-                self.last_error = _describe(exc)
+                self._note_error(exc)
 
             async def on_disconnect() -> None:
                 up.clear()
@@ -373,11 +384,12 @@ class Publisher:
                 await self._close_quietly(nc)
                 raise
             except Exception as exc:
-                self.last_error = _describe(exc)
+                self._note_error(exc)
                 await self._close_quietly(nc)
                 await asyncio.sleep(self._reconnect_wait)
                 continue
             log.info("NATS %s: connected", self.servers)
+            self.auth_error = None
             self._nc = nc
             up.set()
             await closed.wait()
