@@ -40,7 +40,7 @@ from ccsa.daemon.delivery import Delivery
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
 from ccsa.daemon.supervisor import open_delivery, startup_checks
-from ccsa.daemon.sync import ConvertAdapter, Syncer
+from ccsa.daemon.sync import ConvertAdapter, Syncer, of_cluster
 from ccsa.errors import CcsaError, ConfigError, SlurmError
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.runner import SlurmRunner
@@ -367,7 +367,7 @@ async def _chunk(
     """One window through the daemon's planning: (jobs seen, starts queued, stops queued)."""
     begin, end = (datetime.fromtimestamp(int(t), UTC) for t in window)
     doc = await slurm.sacct_window(cluster, begin, end)
-    accts = [j for j in doc.jobs if not j.cluster or j.cluster == cluster]
+    accts = of_cluster(doc.jobs, cluster)
     conv = syncer.conv
     running = [j.job_id for j in accts if not conv.is_finished(j)]
     queue = {q.job_id: q for q in await slurm.squeue_jobs(cluster, running)} if running else {}

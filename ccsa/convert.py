@@ -28,7 +28,7 @@ Stop states
 
 Speed
     Conversion runs for every job of a poll, so the per-job paths avoid repeated work: plain-int
-    fast paths for Slurm numbers (:func:`_time`), one ``isalnum()`` tells a single-host
+    fast paths for Slurm numbers (:func:`timestamp`), one ``isalnum()`` tells a single-host
     ``nodes`` string (used as is, no hostlist parsing) from anything needing a closer look,
     ``job_state`` of a one-element state list is cached, TRES types compare by identity
     (:class:`~ccsa.slurm.sacct.TresType`), sacct's requested TRES are decoded only when the
@@ -151,8 +151,11 @@ def _valid_time(value: int | None) -> int | None:
     return value
 
 
-def _time(x: int | NV | None) -> int | None:
-    """``_valid_time(num(x))`` with the plain-int case inlined (it runs several times per job)."""
+def timestamp(x: int | NV | None) -> int | None:
+    """A Slurm timestamp in epoch seconds, None when unset (0, NO_VAL, infinite, negative).
+
+    ``_valid_time(num(x))`` with the plain-int case inlined (it runs several times per job).
+    """
     if type(x) is int:
         return x if 0 < x < NO_VAL32_FLOOR else None
     return _valid_time(num(x))
@@ -169,7 +172,7 @@ def start_time(acct: SacctJob) -> int | None:
     """The job's start (epoch s), None when it never started (0, NO_VAL, or no nodes)."""
     if _no_nodes(acct.nodes):
         return None
-    return _time(acct.time.start)
+    return timestamp(acct.time.start)
 
 
 def job_key(acct: SacctJob) -> tuple[str, int, int]:
@@ -185,7 +188,7 @@ def is_finished(acct: SacctJob) -> bool:
     ``PENDING`` with a start time but no end, which is *not* finished.
     """
     end = acct.time.end
-    if not (0 < end < NO_VAL32_FLOOR if type(end) is int else _time(end)):
+    if not (0 < end < NO_VAL32_FLOOR if type(end) is int else timestamp(end)):
         return False
     states = acct.state.current
     if type(states) is list and len(states) == 1:  # the common case: one base state, no flags
@@ -450,7 +453,7 @@ def start_body(
     time = acct.time
     nodes = acct.nodes
     single = nodes.isalnum()  # one plain host name (the common case): nothing to expand
-    start = _time(time.start) if single or not _no_nodes(nodes) else None  # = start_time(acct)
+    start = timestamp(time.start) if single or not _no_nodes(nodes) else None  # = start_time(acct)
     if start is None:
         return Skip(job_id, f"never started (time.start={num(time.start)})")
     if resources:
@@ -466,9 +469,7 @@ def start_body(
     user = acct.user or (queue.user_name if queue is not None else "")
     if not user:
         return Skip(job_id, "no user name (uid not resolvable where sacct ran)")
-    cpus, gpus = _scan_tres(acct.tres.allocated)  # = tres_counts(acct), one call less
-    if not cpus:
-        cpus, gpus = _requested_counts(acct, gpus)
+    cpus, gpus = tres_counts(acct)
     acc = (
         gpus
         or (_queue_gpus(queue) if queue is not None else 0)
@@ -494,7 +495,7 @@ def start_body(
         else (num(array_id) or 0),
         meta_data=_meta(
             acct.name,
-            _time(time.submission),
+            timestamp(time.submission),
             slurm_info,
             job_script if job_script else acct.script,
         ),
@@ -535,7 +536,7 @@ def queue_start_time(queue: QueueJob) -> int | None:
     """Start of a squeue/scontrol job, None while pending (its start_time is only a forecast)."""
     if first(queue.job_state) == "PENDING" or not queue.nodes.strip():
         return None
-    return _time(queue.start_time)
+    return timestamp(queue.start_time)
 
 
 def queue_is_finished(queue: QueueJob) -> bool:
@@ -584,7 +585,7 @@ def start_body_from_queue(
         num_acc=gpus or _gpu_total(res),
         walltime=_walltime(queue.time_limit),
         array_job_id=num(queue.array_job_id) or 0,
-        meta_data=_meta(queue.name, _time(queue.submit_time), slurm_info, job_script),
+        meta_data=_meta(queue.name, timestamp(queue.submit_time), slurm_info, job_script),
     )
 
 
@@ -614,7 +615,7 @@ def _job_state(states: Iterable[str]) -> str:
 
 def stop_body(acct: SacctJob, start_time: int) -> StopJob:
     """stop_job body; ``stopTime`` is clamped to ``>= start_time`` (cc-backend rejects less)."""
-    end = _time(acct.time.end) or 0
+    end = timestamp(acct.time.end) or 0
     states = acct.state.current
     if type(states) is list and len(states) == 1:  # the common case: one base state, no flags
         state = _job_state_one(states[0])
@@ -631,7 +632,7 @@ def stop_body(acct: SacctJob, start_time: int) -> StopJob:
 
 def stop_body_from_queue(queue: QueueJob, start_time: int) -> StopJob:
     """stop_job body from a finished squeue/scontrol job (no accounting record available)."""
-    end = _time(queue.end_time) or 0
+    end = timestamp(queue.end_time) or 0
     return StopJob(
         job_id=queue.job_id,
         cluster=queue.cluster,

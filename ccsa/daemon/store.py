@@ -46,7 +46,21 @@ SCHEMA_VERSION = 2
 
 Kind = Literal["start", "stop"]
 
-_SCHEMA = """
+#: Squeue records of not-yet-started jobs (see remember_live): part of a new database's schema,
+#: and all that the migration from version 1 to 2 adds.
+_LIVE_TABLE = """
+CREATE TABLE live (
+    cluster TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    start_time INTEGER NOT NULL,
+    record BLOB NOT NULL,         -- squeue's JSON of the job while RUNNING (cores, GPU indices)
+    seen REAL NOT NULL,
+    PRIMARY KEY (cluster, job_id, start_time)
+) WITHOUT ROWID;
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE watermark (
     cluster TEXT PRIMARY KEY,
     ts REAL,                      -- end of the last window fully queued (epoch s)
@@ -103,26 +117,9 @@ CREATE TABLE parked (
     parked_at REAL NOT NULL
 );
 CREATE INDEX parked_key ON parked (cluster, job_id, start_time, kind);
-CREATE TABLE live (
-    cluster TEXT NOT NULL,
-    job_id INTEGER NOT NULL,
-    start_time INTEGER NOT NULL,
-    record BLOB NOT NULL,         -- squeue's JSON of the job while RUNNING (cores, GPU indices)
-    seen REAL NOT NULL,
-    PRIMARY KEY (cluster, job_id, start_time)
-) WITHOUT ROWID;
 """
-#: Version 1 -> 2: the `live` table (squeue records of not-yet-started jobs, see remember_live).
-_SCHEMA_V2 = """
-CREATE TABLE live (
-    cluster TEXT NOT NULL,
-    job_id INTEGER NOT NULL,
-    start_time INTEGER NOT NULL,
-    record BLOB NOT NULL,         -- squeue's JSON of the job while RUNNING (cores, GPU indices)
-    seen REAL NOT NULL,
-    PRIMARY KEY (cluster, job_id, start_time)
-) WITHOUT ROWID;
-"""
+    + _LIVE_TABLE
+)
 
 _ROW_COLS = (
     "id, cluster, job_id, start_time, kind, body, partition, rest_pending, nats_pending, "
@@ -130,6 +127,21 @@ _ROW_COLS = (
 )
 
 _RUNNING_SQL = ",".join(f"'{p}'" for p in sorted(RUNNING_PHASES))
+
+#: Ids per ``IN (...)`` list: well below SQLite's limit on bound parameters.
+_IDS_PER_QUERY = 500
+
+
+def _by_ids(select: str, cluster: str, ids: Iterable[int]) -> list[tuple[str, tuple[object, ...]]]:
+    """``select`` (ending in ``job_id IN``) completed for each chunk of the distinct ``ids``,
+    with its arguments (the cluster first): so many ids never become one huge statement."""
+    wanted = sorted(set(ids))
+    out: list[tuple[str, tuple[object, ...]]] = []
+    for i in range(0, len(wanted), _IDS_PER_QUERY):
+        chunk = wanted[i : i + _IDS_PER_QUERY]
+        out.append((f"{select} ({','.join('?' * len(chunk))})", (cluster, *chunk)))
+    return out
+
 
 _resources_decoder = msgspec.json.Decoder(list[Resource])
 _start_decoder = msgspec.json.Decoder(StartJob)
@@ -262,7 +274,7 @@ class Store:
             )
         if version == 1:
             with self._tx() as db:
-                db.execute(_SCHEMA_V2)
+                db.execute(_LIVE_TABLE)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return
         tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -356,13 +368,7 @@ class Store:
         """
         out: dict[tuple[int, int], KnownJob] = {}
         cols = "job_id, start_time, phase, resources_complete, stale, partition, start_delivered_at"
-        wanted = sorted(set(ids))
-        queries: list[tuple[str, tuple[object, ...]]] = []
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT {cols} FROM jobs WHERE cluster=? AND job_id IN ({marks})"
-            queries.append((query, (cluster, *chunk)))
+        queries = _by_ids(f"SELECT {cols} FROM jobs WHERE cluster=? AND job_id IN", cluster, ids)
         if running:
             queries.append(
                 (
@@ -400,15 +406,9 @@ class Store:
     def live_records(self, cluster: str, ids: Sequence[int]) -> dict[tuple[int, int], bytes]:
         """The remembered live records of ``ids``, keyed (job_id, start_time)."""
         out: dict[tuple[int, int], bytes] = {}
-        wanted = sorted(set(ids))
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for jid, start, rec in self._db.execute(
-                f"SELECT job_id, start_time, record FROM live WHERE cluster=? "
-                f"AND job_id IN ({marks})",
-                (cluster, *chunk),
-            ):
+        select = "SELECT job_id, start_time, record FROM live WHERE cluster=? AND job_id IN"
+        for query, args in _by_ids(select, cluster, ids):
+            for jid, start, rec in self._db.execute(query, args):
                 out[(jid, start)] = bytes(rec)
         return out
 

@@ -18,7 +18,7 @@ polls, or while slurmdbd was down so sacct could not answer in time) with one
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +36,7 @@ from ccsa.errors import BackendError, SlurmError
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
-from ccsa.slurm.types import NO_VAL32_FLOOR, NV, first, num
+from ccsa.slurm.types import first
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class Syncer:
         the stale check: a running job missing from squeue may have its stop in a later
         sub-window. Everything read here is dropped on return (bounded memory)."""
         doc = await self.slurm.sacct_window(cluster, _dt(begin), _dt(end))
-        accts = [j for j in doc.jobs if not j.cluster or j.cluster == cluster]
+        accts = of_cluster(doc.jobs, cluster)
         del doc
         fresh, carried = _density(accts, begin, end)
         if not accts and not last:
@@ -327,7 +327,8 @@ class Syncer:
         scripts: dict[int, str] = {}
         # The hook path wants one round of Slurm calls, not two: the metadata of jobs this
         # daemon does not know yet (a prolog's new job) is fetched alongside sacct/squeue.
-        known_ids = {jid for jid, _ in self.store.known_jobs_for(cluster, wanted)}
+        known_wanted = self.store.known_jobs_for(cluster, wanted)
+        known_ids = {jid for jid, _ in known_wanted}
         new_ids = [i for i in wanted if i not in known_ids] if with_queue else []
 
         # Where slurmdbd stores job scripts (AccountingStoreFlags=job_script), this sacct
@@ -346,7 +347,7 @@ class Syncer:
             got = await self.slurm.squeue_jobs(cluster, wanted)
             queue_jobs.extend(got)
             # at once, even if sacct fails in this round: the job may be gone by the retry
-            self.remember(cluster, got, dict(self.store.known_jobs_for(cluster, wanted)))
+            self.remember(cluster, got, known_wanted)
 
         async def get_meta() -> None:
             got_info, got_scripts = await self._metadata(cluster, new_ids, script_ids)
@@ -355,7 +356,7 @@ class Syncer:
 
         calls = [get_sacct, get_queue, get_meta] if with_queue else [get_sacct]
         await _concurrently(*calls)
-        accts = [j for j in accts if not j.cluster or j.cluster == cluster]
+        accts = of_cluster(accts, cluster)
         if want_scripts:
             self.note_scripts(cluster, accts)
         known: dict[tuple[int, int], KnownJob] = dict(
@@ -535,7 +536,7 @@ class Syncer:
         except SlurmError as exc:
             log.warning("%s: no job scripts from sacct for %d jobs: %s", cluster, len(ids), exc)
             return {}, set()
-        jobs = [j for j in doc.jobs if not j.cluster or j.cluster == cluster]
+        jobs = of_cluster(doc.jobs, cluster)
         self.note_scripts(cluster, jobs)
         return {j.job_id: j.script for j in jobs if j.script}, {j.job_id for j in jobs}
 
@@ -601,6 +602,11 @@ async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
         raise failures[0]
 
 
+def of_cluster(jobs: Iterable[SacctJob], cluster: str) -> list[SacctJob]:
+    """The sacct records of ``cluster`` (a record naming no cluster counts as ours)."""
+    return [j for j in jobs if not j.cluster or j.cluster == cluster]
+
+
 def _sum(a: ApplyResult, b: ApplyResult) -> ApplyResult:
     return ApplyResult(
         a.starts + b.starts,
@@ -622,19 +628,13 @@ def _density(accts: Sequence[SacctJob], begin: float, end: float) -> tuple[int, 
     fresh = carried = 0
     for acct in accts:
         t = acct.time
-        since = _epoch(t.submission) or _epoch(t.start)
+        since = convert.timestamp(t.submission) or convert.timestamp(t.start)
         if since is None or since >= begin:
             fresh += 1
-        until = _epoch(t.end)
+        until = convert.timestamp(t.end)
         if until is None or until >= end:
             carried += 1
     return fresh, carried
-
-
-def _epoch(value: int | NV) -> int | None:
-    """A Slurm timestamp, None when unset (0, NO_VAL, infinite)."""
-    n = num(value)
-    return n if n is not None and 0 < n < NO_VAL32_FLOOR else None
 
 
 def _dt(epoch: float) -> datetime:
