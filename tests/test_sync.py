@@ -22,7 +22,7 @@ from ccsa.daemon.plan import JobKey, QueueStart, SubWindows
 from ccsa.daemon.store import Store
 from ccsa.daemon.sync import ConvertAdapter, Syncer
 from ccsa.errors import SlurmError
-from ccsa.sim.slurm import JobSpec, Shape, SimCluster
+from ccsa.sim.slurm import JobSpec, JobTruth, Shape, SimCluster
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.runner import SlurmRunner
 
@@ -342,13 +342,13 @@ async def test_jobs_that_ran_while_sacct_failed_keep_their_hwthreads(
     assert complete == {old: False, cpu: True}
 
 
-async def test_hook_lookup_after_sacct_failed_finds_the_finished_job_in_slurmctld(
-    sim: SimCluster, store: Store
-) -> None:
-    """The PrEp path: sacct fails at the prolog; the retry after the job ended still gets its
-    cores (the job left squeue's default view; its live record was remembered)."""
+async def _lookup_after_failed_prolog(
+    sim: SimCluster, store: Store, spec: JobSpec
+) -> tuple[int, JobTruth]:
+    """A 20 s job's prolog lookup fails (slurmdbd down) while it runs; the retry comes after
+    it ended. Returns its id and ground truth once the retry found it finished."""
     sim.set_fault("dbd_down", command="sacct")
-    jid = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=4), duration=20))
+    jid = sim.submit(spec)
     sim.advance(5)
     syncer = make_syncer(sim, store)
     with pytest.raises(SlurmError, match="Problem talking to the database"):
@@ -358,6 +358,17 @@ async def test_hook_lookup_after_sacct_failed_finds_the_finished_job_in_slurmctl
     res = await syncer.lookup("c1", [jid])
     assert res.finished == frozenset({jid})
     (truth,) = sim.jobs()
+    return jid, truth
+
+
+async def test_hook_lookup_after_sacct_failed_finds_the_finished_job_in_slurmctld(
+    sim: SimCluster, store: Store
+) -> None:
+    """The PrEp path: sacct fails at the prolog; the retry after the job ended still gets its
+    cores (the job left squeue's default view; its live record was remembered)."""
+    jid, truth = await _lookup_after_failed_prolog(
+        sim, store, JobSpec(user="alice", shape=Shape(cpus_per_node=4), duration=20)
+    )
     assert starts(store)[jid].resources == _resources(truth)
     assert stops(store)[jid].job_state == "completed"
     # the first round's squeue answer (job running) was remembered although sacct failed, so
@@ -372,19 +383,11 @@ async def test_gpus_seen_while_running_survive_a_lookup_after_the_end(
     """A short GPU job: the prolog lookup sees it running (GPU indices) but sacct fails; by the
     retry it has ended and slurmctld's record has no GPU indices any more. The live record
     remembered from the first answer still gives the start its accelerators (soak finding)."""
-    sim.set_fault("dbd_down", command="sacct")
-    jid = sim.submit(
-        JobSpec(user="carol", partition="gpu", duration=20, shape=Shape(gpus_per_node=2))
+    jid, truth = await _lookup_after_failed_prolog(
+        sim,
+        store,
+        JobSpec(user="carol", partition="gpu", duration=20, shape=Shape(gpus_per_node=2)),
     )
-    sim.advance(5)
-    syncer = make_syncer(sim, store)
-    with pytest.raises(SlurmError, match="Problem talking to the database"):
-        await syncer.lookup("c1", [jid])
-    sim.advance(60)
-    sim.clear_faults()
-    res = await syncer.lookup("c1", [jid])
-    assert res.finished == frozenset({jid})
-    (truth,) = sim.jobs()
     assert truth.nodes[0].gpus  # the simulator gave it GPUs
     assert starts(store)[jid].resources == _resources(truth)
     assert starts(store)[jid].resources[0].accelerators == [PCI[g] for g in truth.nodes[0].gpus]
