@@ -1,8 +1,12 @@
-"""Shared fixtures: the ../shared reference directory, a clean environment, a trustme CA."""
+"""Shared fixtures: the ../shared reference directory, a clean environment, a trustme CA, a
+short directory for Unix sockets."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,14 @@ def require_shared() -> Path:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return require_shared()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for AF_UNIX socket paths (pytest's tmp_path can exceed 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ccsa-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

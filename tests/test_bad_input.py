@@ -23,10 +23,8 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -389,14 +387,6 @@ def test_hostile_values_in_a_real_job_become_skips_not_crashes(shared: Path) -> 
 
 
 # --------------------------------------------------------------------------- PrEp socket
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory for AF_UNIX socket paths (pytest's tmp_path can exceed 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="ccsa-bad-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -10,13 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -34,14 +32,6 @@ from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, Shape, SimCluster
 
 PCI = ["0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0"]
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory for AF_UNIX socket paths (pytest's tmp_path can exceed 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="ccsa-e2e-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +22,6 @@ from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, Shape, SimCluster
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ccsa-m-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from ccsa import config, status
@@ -43,14 +40,6 @@ from ccsa.sim.slurm import JobSpec, JobTruth, Shape, SimCluster
 
 T0 = 1_700_000_000.0
 MIN_JOB_AGE = 120.0
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory for AF_UNIX socket paths (pytest's tmp_path can exceed 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="ccsa-out-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

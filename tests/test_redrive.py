@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from ccsa.config import load
@@ -24,13 +20,6 @@ from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, SimCluster
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ccsa-rd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:

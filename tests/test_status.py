@@ -6,11 +6,9 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,13 +26,6 @@ from ccsa.sockaddr import UnixAddr
 from ccsa.status import fetch, render, sections
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ccsa-st-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_config(path: Path, tmp: Path, sock: Path, url: str, sim: SimCluster) -> dict[str, Any]:

@@ -7,16 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 import socket
 import sys
-import tempfile
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-import pytest
 import trio
 
 from ccsa import cli
@@ -52,13 +48,6 @@ def seconds(value: str) -> float:
         if value.endswith(suffix):
             return float(value[: -len(suffix)]) * units[suffix]
     return float(value)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ccsa-sd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_unit_is_type_notify_with_watchdog() -> None:
