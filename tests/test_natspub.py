@@ -220,6 +220,22 @@ async def test_wrong_password_fails_cleanly(tmp_path: Path) -> None:
                 await pub.publish(b"x")
 
 
+def test_credential_refusal_is_not_hidden_by_the_reset_after_it() -> None:
+    """nats-server answers bad credentials with -ERR 'Authorization Violation' and closes; the
+    next attempt may only see a reset. The error keeps the refusal until a connect succeeds
+    (the test above met the reset alone on a loaded machine)."""
+    import nats.errors
+
+    pub = Publisher("nats://127.0.0.1:4222", subject=SUBJECT, user="ccsa", password="wrong")
+    pub._note_error(nats.errors.AuthorizationError())
+    pub._note_error(ConnectionResetError(104, "Connection reset by peer"))
+    text = pub._not_connected("not connected after 3 s")
+    assert "ConnectionResetError" in text
+    assert "refused the credentials" in text
+    assert "Authorization" in text
+    assert "wrong" not in text
+
+
 async def test_starts_while_server_down_and_connects_later(tmp_path: Path) -> None:
     server = NatsServer(tmp_path, "plain")
     async with publisher_for(server) as pub:
