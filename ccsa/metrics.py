@@ -55,6 +55,8 @@ _COUNTERS = (
     ("prep_events", "ccsa_prep_events", "Prolog/Epilog hook events received."),
     ("prep_dropped", "ccsa_prep_dropped", "Hook events dropped (queue or connections full)."),
     ("prep_garbage", "ccsa_prep_garbage", "Unusable hook messages."),
+    ("scripts_prefetched", "ccsa_scripts_prefetched", "Job scripts fetched on a hook event."),
+    ("scripts_prefetch_hits", "ccsa_scripts_prefetch_hits", "Prefetched scripts used by a start."),
     ("stuck_stopped", "ccsa_stuck_stopped", "Jobs the stuck-job checker stopped."),
     ("stuck_restarted", "ccsa_stuck_restarted", "Starts the stuck-job checker sent again."),
     ("node_state_failures", "ccsa_node_state_failures", "Node state updates that failed."),

@@ -195,6 +195,7 @@ def sections(snap: Mapping[str, Any], now: float) -> list[Section]:
                 str(count),
                 str(st.get("errors", 0)),
                 str(st.get("timeouts", 0)),
+                str(st.get("deferred", 0)),
                 f"{avg:.3f}",
                 f"{st.get('last_latency', 0.0):.3f}",
                 f"{st.get('max_latency', 0.0):.3f}",
@@ -205,7 +206,7 @@ def sections(snap: Mapping[str, Any], now: float) -> list[Section]:
         Section(
             f"Slurm commands (limiter {limiter.get('in_use', 0)}/{limiter.get('capacity', '?')} "
             f"in use, {limiter.get('waiting', 0)} waiting)",
-            ("command", "runs", "errors", "timeouts", "avg s", "last s", "max s"),
+            ("command", "runs", "errors", "timeouts", "waited", "avg s", "last s", "max s"),
             rows,
         )
     )

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -169,6 +169,16 @@ async def test_hook_event_delivers_start_before_the_next_poll(
             assert d.coalescer.batches == 1
             (job,) = [j for j in env.backend.jobs if j.job_id == jid]
             assert job.resources[0]["hwthreads"]  # captured from slurmctld at start
+            (truth,) = [j for j in env.sim.records() if j.job_id == jid]
+            assert truth.script
+            assert (job.meta_data or {}).get("jobScript") == truth.script
+            # the script was fetched when the event came, before the lookup's sacct -j
+            argvs = [[str(a) for a in cast(list[object], c["argv"])] for c in env.sim.calls()]
+            order = [" ".join(argv) for argv in argvs if str(jid) in argv]
+            assert order[0].endswith(f"write batch_script {jid} -"), order
+            assert any(" -j " in f" {line} " for line in order[1:]), order
+            assert sum("batch_script" in line for line in order) == 1, order
+            assert d.stats.scripts_prefetched == d.stats.scripts_prefetch_hits == 1
             print(f"hook -> cc-backend start latency: {latency:.2f} s (slurmQueryDelay 1 s)")
 
 

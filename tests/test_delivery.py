@@ -374,3 +374,31 @@ async def test_fresh_row_is_not_queued_behind_sub_windows_committed_meanwhile(
     before_hook = order[: order.index(99_999)]
     assert sum(1 for j in before_hook if j >= 10_000) < 600  # not behind the sub-window
     assert max(reads) <= 256  # the outbox is read in batches, never whole
+
+
+async def test_hurried_jobs_go_before_a_sub_window_committed_right_after_them(
+    store: Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A hook lookup commits its rows, and a poll commits a backlog's sub-window right after
+    (the poll's Slurm calls waited for the lookup): the sub-window's rows are newer, so only
+    `hurry` keeps the hooked job from waiting behind them. Its stop follows its start at once."""
+    store.apply("c1", [_start(j) for j in range(2000)], now=1.0, rest=True, nats=False)
+    backend = Backend()
+    d = make(store, backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(d.run)
+        await trio.sleep(0.2)  # the backlog is being delivered
+        store.apply("c1", [_start(99_999), _stop(99_999)], now=2.0, rest=True, nats=False)
+        sub_window = [_start(j) for j in range(10_000, 12_000)]
+        store.apply("c1", sub_window, now=2.0, rest=True, nats=False)  # no checkpoint between
+        d.hurry("c1", [99_999])
+        before = len(backend.calls)
+        await d.wait_empty()
+        nursery.cancel_scope.cancel()
+    calls = [(what, jid) for what, jid, _ in backend.calls]
+    assert len(calls) == 4002
+    assert len(set(calls)) == 4002
+    start, stop = calls.index(("start", 99_999)), calls.index(("stop", 99_999))
+    assert start - before < 20  # not behind 2,000 newer rows, nor behind a batch of 256
+    assert start < stop < start + 20  # the stop was waiting for its start, then hurried too
+    _order_ok(backend.calls)

@@ -141,6 +141,113 @@ async def test_limiter_capacity_is_never_exceeded(tmp_path: Path) -> None:
     assert runner.stats()["commands"]["scontrol"]["count"] == 6
 
 
+async def test_urgent_calls_run_while_other_calls_wait_for_the_scope(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    script(tmp_path, "sacct", f'echo "$1" >> {log}\n')
+    runner = SlurmRunner(bin_dir=str(tmp_path))
+    release = trio.Event()
+    urgent_done = trio.Event()
+    poll_done = trio.Event()
+
+    async def hook_batch() -> None:
+        with runner.urgent():
+            async with trio.open_nursery() as inner:  # tasks it starts inherit the priority
+                inner.start_soon(runner.run, "sacct", ["urgent-child"])
+                await runner.run("sacct", ["urgent"])
+            urgent_done.set()
+            await release.wait()
+            await runner.run("sacct", ["urgent-late"])
+
+    async def poll() -> None:
+        await runner.run("sacct", ["poll"])
+        poll_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hook_batch)
+        with trio.fail_after(10):
+            await urgent_done.wait()
+        nursery.start_soon(poll)
+        await trio.sleep(0.5)  # a poll that did not wait would have run by now
+        assert not poll_done.is_set()
+        assert sorted(log.read_text().split()) == ["urgent", "urgent-child"]
+        assert runner.stats()["limiter"]["urgent_scopes"] == 1
+        release.set()
+        with trio.fail_after(10):
+            await poll_done.wait()
+    assert log.read_text().split()[2:] == ["urgent-late", "poll"]
+    stats = runner.stats()
+    assert stats["commands"]["sacct"]["deferred"] == 1
+    assert stats["limiter"]["urgent_scopes"] == 0
+
+
+async def test_a_waiting_call_waits_only_for_the_scopes_open_at_its_arrival(
+    tmp_path: Path,
+) -> None:
+    # hook work that keeps overlapping (a flood) must not starve the poll
+    script(tmp_path, "squeue", "exit 0\n")
+    runner = SlurmRunner(bin_dir=str(tmp_path))
+    first_open = trio.Event()
+    second_open = trio.Event()
+    end_first = trio.Event()
+    end_second = trio.Event()
+    poll_done = trio.Event()
+
+    async def first_batch() -> None:
+        with runner.urgent():
+            first_open.set()
+            await end_first.wait()
+
+    async def second_batch() -> None:
+        with runner.urgent():
+            second_open.set()
+            await end_second.wait()
+
+    async def poll() -> None:
+        await runner.run("squeue", [])
+        poll_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first_batch)
+        await first_open.wait()
+        nursery.start_soon(poll)
+        await trio.sleep(0.2)
+        assert not poll_done.is_set()
+        nursery.start_soon(second_batch)  # opens while the first is still open
+        await second_open.wait()
+        end_first.set()
+        with trio.fail_after(10):
+            await poll_done.wait()  # while the second scope is still open
+        assert runner.stats()["limiter"]["urgent_scopes"] == 1
+        end_second.set()
+    assert runner.stats()["commands"]["squeue"]["deferred"] == 1
+
+
+async def test_a_stuck_urgent_scope_holds_other_calls_only_briefly(tmp_path: Path) -> None:
+    # a hook lookup stuck on a hung Slurm command must not stall the poll for its timeout
+    script(tmp_path, "sinfo", "exit 0\n")
+    runner = SlurmRunner(bin_dir=str(tmp_path), urgent_max_wait=0.5)
+    opened = trio.Event()
+    release = trio.Event()
+    waited = -1.0
+
+    async def stuck_lookup() -> None:
+        with runner.urgent():
+            opened.set()
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stuck_lookup)
+        await opened.wait()
+        began = trio.current_time()
+        with trio.fail_after(10):
+            await runner.run("sinfo", [])
+        waited = trio.current_time() - began
+        assert not release.is_set()  # the scope is still open
+        assert runner.stats()["commands"]["sinfo"]["deferred"] == 1
+        release.set()
+    assert 0.4 <= waited < 5.0
+
+
 async def test_missing_binary_in_bin_dir_names_dir_and_key(tmp_path: Path) -> None:
     runner = SlurmRunner(bin_dir=str(tmp_path))
     with pytest.raises(SlurmCommandError) as info:

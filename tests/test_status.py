@@ -149,6 +149,7 @@ def test_sections_show_errors_and_parked() -> None:
                     "count": 4,
                     "errors": 1,
                     "timeouts": 0,
+                    "deferred": 3,
                     "total_latency": 2.0,
                     "last_latency": 0.25,
                     "max_latency": 1.0,
@@ -165,7 +166,7 @@ def test_sections_show_errors_and_parked() -> None:
     assert "Problem talking to the database (1970-01-12 13:46:35 (5 s ago))" in text
     assert "redrive --id N" in text
     assert "7   a        99   start  400" in text
-    assert "sacct    4     1       0         0.500  0.250   1.000" in text
+    assert "sacct    4     1       0         3       0.500  0.250   1.000" in text
     assert "limiter 2/10 in use" in text
     assert "stops_delivered" not in text  # zero counters are left out
     assert "  rejections        400: 1\n" in text

@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
@@ -153,6 +153,8 @@ class Delivery:
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._dispatch_scope = trio.CancelScope()
+        self._hurry: dict[str, set[int]] = {}  # jobs whose rows go before all others
+        self._hurried: set[int] = set()  # ids of rows sent because of `hurry`, in flight
 
     # --- public ---------------------------------------------------------------------------
 
@@ -163,6 +165,15 @@ class Delivery:
     def wake(self) -> None:
         """New rows were queued (or re-driven): look at the outbox again."""
         self._wake.set()
+
+    def hurry(self, cluster: str, job_ids: Collection[int]) -> None:
+        """Send these jobs' rows before any other (what a hook lookup queued), whenever their
+        ids are: a poll may commit a sub-window of a backlog right after the lookup, and its
+        thousands of newer rows must not go first. A hurried start that is sent hurries its
+        job again, so the job's stop (not eligible before) follows at once too."""
+        if job_ids:
+            self._hurry.setdefault(cluster, set()).update(job_ids)
+            self._wake.set()
 
     @property
     def in_flight(self) -> int:
@@ -208,8 +219,9 @@ class Delivery:
         looks for rows queued since (a hook event's start, a sub-window of a long poll) and
         scans those first, newest first, so a hook's start is sent within a batch or two: not
         behind the backlog (the Go adapter's hook events wait for the whole sync), nor behind
-        a sub-window of thousands of rows committed just before it. A stop skipped because its
-        start was still pending is found by the next pass.
+        a sub-window of thousands of rows committed just before it. Rows of jobs named by
+        `hurry` (a hook lookup's) go before everything, between any two rows. A stop skipped
+        because its start was still pending is found by the next pass.
         """
         while True:
             self._wake = trio.Event()
@@ -219,6 +231,7 @@ class Delivery:
             limit = top
             fresh: list[tuple[int, int]] = []  # (after, upto) ranges queued since, newest last
             while True:
+                progress |= await self._offer_hurried(send)
                 newest = self.store.max_id()
                 if newest > top:
                     fresh.append((top, newest))
@@ -245,10 +258,24 @@ class Delivery:
             with trio.move_on_at(deadline):
                 await self._wake.wait()
 
-    async def _offer(self, send: trio.MemorySendChannel[OutboxRow], rows: list[OutboxRow]) -> bool:
-        """Send the rows that may go now to a worker; True if any was sent."""
+    async def _offer_hurried(self, send: trio.MemorySendChannel[OutboxRow]) -> bool:
+        """Offer the rows of the jobs `hurry` named; True if any was sent."""
+        sent = False
+        while self._hurry:
+            hurry, self._hurry = self._hurry, {}
+            for cluster, ids in hurry.items():
+                sent |= await self._offer(send, self.store.eligible_jobs(cluster, ids), True)
+        return sent
+
+    async def _offer(
+        self, send: trio.MemorySendChannel[OutboxRow], rows: list[OutboxRow], hurried: bool = False
+    ) -> bool:
+        """Send the rows that may go now to a worker; True if any was sent. Rows of hurried
+        jobs (`hurry`) go in between as soon as they are named."""
         sent = False
         for listed in rows:
+            if self._hurry and not hurried:
+                sent |= await self._offer_hurried(send)
             now = trio.current_time()
             if listed.id in self._in_flight:
                 continue
@@ -263,6 +290,8 @@ class Delivery:
             if not gate.open(now):
                 continue
             self._in_flight.add(row.id)
+            if hurried:
+                self._hurried.add(row.id)
             gate.in_flight += 1
             await send.send(row)
             sent = True
@@ -279,6 +308,10 @@ class Delivery:
                 finally:
                     gate.in_flight -= 1
                     self._in_flight.discard(row.id)
+                    if row.id in self._hurried:
+                        self._hurried.discard(row.id)
+                        if row.kind == "start":  # its stop may be eligible now
+                            self.hurry(row.key.cluster, (row.key.job_id,))
                     self._wake.set()
                     self._changed.set()
 

@@ -34,6 +34,8 @@ class Stats:
     prep_dropped: int = 0
     prep_garbage: int = 0
     prep_given_up: int = 0
+    scripts_prefetched: int = 0  # job scripts fetched when the hook event came
+    scripts_prefetch_hits: int = 0  # of those, handed to a start
     stale_marked: int = 0
     stuck_stopped: int = 0
     stuck_restarted: int = 0

@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TextIO
@@ -37,10 +37,11 @@ from ccsa.ccbackend.models import NodeStateRequest, StartJob, StopJob, encode
 from ccsa.config import Config
 from ccsa.daemon.delivery import Delivery, NatsPublisher
 from ccsa.daemon.plan import FIRST_SUB_WINDOW, RUNNING_PHASES, SubWindows
-from ccsa.daemon.prep import Coalescer, PrepServer
+from ccsa.daemon.prep import Coalescer, PrepEvent, PrepServer
+from ccsa.daemon.scripts import ScriptCache
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
-from ccsa.daemon.sync import ConvertAdapter, Syncer
+from ccsa.daemon.sync import ConvertAdapter, LookupResult, Syncer
 from ccsa.errors import BackendError, CcsaError, DaemonError, PublishError, SlurmError
 from ccsa.natsbus import lineproto
 from ccsa.sdnotify import Notifier
@@ -460,20 +461,41 @@ async def _serve(
     task_status: trio.TaskStatus[Daemon],
 ) -> int:
     cfg = daemon.cfg
+
+    async def hook_lookup(cluster: str, ids: Collection[int]) -> LookupResult:
+        # the hook path goes first: a poll (a backlog) pauses its Slurm calls meanwhile
+        with daemon.runner.urgent():
+            result = await daemon.syncer.lookup(cluster, ids)
+        daemon.delivery.hurry(cluster, ids)  # and its starts/stops go before a backlog's rows
+        return result
+
     coalescer = Coalescer(
-        daemon.syncer.lookup,
+        hook_lookup,
         delay=cfg.slurm_query_delay,
         max_retries=cfg.slurm_max_retries,
         clusters=daemon.clusters,
         stats=daemon.stats,
     )
     daemon.coalescer = coalescer
-    server = PrepServer(coalescer.put, daemon.status, stats=daemon.stats)
+
+    async def fetch_script(cluster: str, job_id: int) -> str | None:
+        with daemon.runner.urgent():  # hook work, like the lookup
+            return await daemon.syncer.slurm.batch_script(cluster, job_id)
+
+    script_cache = ScriptCache(fetch_script, stats=daemon.stats)
+    daemon.syncer.scripts = script_cache
+
+    def on_event(event: PrepEvent) -> None:
+        if coalescer.put(event):
+            daemon.syncer.prefetch_script(event.cluster, event.job_id)
+
+    server = PrepServer(on_event, daemon.status, stats=daemon.stats)
     stopping: list[str] = []
     async with trio.open_nursery() as root:
         await root.start(daemon.delivery.run)
         try:
             async with trio.open_nursery() as work:
+                await work.start(script_cache.run)
                 daemon.prep_bound = await work.start(server.serve, cfg.prep_sock_listen_path)
                 await work.start(coalescer.run)
                 if cfg.metrics_listen:  # optional Prometheus endpoint (ccsa.metrics)

@@ -30,6 +30,7 @@ from ccsa import convert
 from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
 from ccsa.daemon import plan
 from ccsa.daemon.plan import JobKey, KnownJob
+from ccsa.daemon.scripts import ScriptCache
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import ApplyResult, Store
 from ccsa.errors import BackendError, SlurmError
@@ -161,6 +162,8 @@ class Syncer:
     #: Per cluster: does ``sacct --batch-script`` carry job scripts (slurmdbd stores them)?
     #: Learned from answers (`note_scripts`); absent = not known yet.
     scripts_in_sacct: dict[str, bool] = field(default_factory=dict)
+    #: Scripts fetched when a hook event arrived (`prefetch_script`); None: fetch when needed.
+    scripts: ScriptCache | None = None
 
     # --- the poll -------------------------------------------------------------------------
 
@@ -380,6 +383,16 @@ class Syncer:
         finished = frozenset(j.job_id for j in accts if convert.is_finished(j))
         return LookupResult(started, finished, applied)
 
+    def prefetch_script(self, cluster: str, job_id: int) -> None:
+        """A hook event arrived: fetch the job's script now if its start will need one from
+        slurmctld (a job not started in cc-backend yet, where sacct carries no scripts), so the
+        lookup after ``slurmQueryDelay`` finds it ready (`ccsa.daemon.scripts`)."""
+        if self.scripts is None or self.scripts_in_sacct.get(cluster):
+            return
+        if self.store.known_jobs_for(cluster, [job_id]):
+            return
+        self.scripts.prefetch(cluster, job_id)
+
     # --- shared ---------------------------------------------------------------------------
 
     def note_scripts(self, cluster: str, accts: Sequence[SacctJob]) -> None:
@@ -544,7 +557,8 @@ class Syncer:
         self, cluster: str, info_ids: Sequence[int], script_ids: Sequence[int]
     ) -> tuple[Mapping[int, str], Mapping[int, str]]:
         """scontrol text (one call) and batch scripts (one call per job, only when sacct has
-        none) of new starts still in slurmctld. Missing metadata never blocks a start."""
+        none; fetched ahead by a hook event where `scripts` has them) of new starts still in
+        slurmctld. Missing metadata never blocks a start."""
         info: dict[int, str] = {}
         scripts: dict[int, str] = {}
 
@@ -555,7 +569,12 @@ class Syncer:
                 log.warning("%s: no slurmInfo for %d new jobs: %s", cluster, len(info_ids), exc)
 
         async def get_scripts() -> None:
-            scripts.update(await self.slurm.batch_scripts(cluster, script_ids))
+            ids: Sequence[int] = script_ids
+            if self.scripts is not None:
+                ready, ids = await self.scripts.take(cluster, ids)
+                scripts.update(ready)
+            if ids:
+                scripts.update(await self.slurm.batch_scripts(cluster, ids))
 
         async with trio.open_nursery() as nursery:
             if info_ids:

@@ -7,6 +7,14 @@ gets SIGTERM, then SIGKILL after a short grace, and ``SlurmTimeout`` is raised o
 dead. A non-zero exit raises ``SlurmCommandError`` with the child's stderr; stderr is read through
 a bounded buffer so a chatty command cannot grow memory. Per-command counters and latencies feed
 metrics and ``status``.
+
+Priority: calls made inside ``with runner.urgent():`` (the hook path's lookups, and every task
+they start) go first. A call from anywhere else that has not started yet waits until the urgent
+scopes open at its arrival have ended, not for scopes opened later, so a flood of hook events
+cannot starve the poll; and never for a scope older than `URGENT_MAX_WAIT`, so a hook lookup
+stuck on a hung Slurm command holds the poll up for seconds, not for the command's timeout. A
+backlog poll thus pauses between its Slurm calls while a hook lookup runs, instead of sharing
+slurmctld/slurmdbd and the CPU with it.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -33,6 +43,11 @@ FALLBACK_BIN_DIR = "/usr/bin"
 #: Bytes of stderr kept per command (the rest is read and dropped).
 STDERR_LIMIT = 64 * 1024
 _READ_SIZE = 65536
+#: Longest a call waits for an urgent scope, counted from the scope's opening: a hook lookup
+#: takes well under a second; one that takes longer is stuck and must not stall the poll.
+URGENT_MAX_WAIT = 2.0
+#: True inside `SlurmRunner.urgent` (trio tasks inherit it from the task that starts them).
+_URGENT: ContextVar[bool] = ContextVar("ccsa_slurm_urgent", default=False)
 
 
 @dataclass(slots=True)
@@ -45,6 +60,8 @@ class CommandStats:
     total_latency: float = 0.0
     last_latency: float = 0.0
     max_latency: float = 0.0
+    #: calls that waited for an urgent scope (`SlurmRunner.urgent`) before starting
+    deferred: int = 0
 
 
 class SlurmRunner:
@@ -63,6 +80,7 @@ class SlurmRunner:
         *,
         kill_grace: float = 2.0,
         stderr_limit: int = STDERR_LIMIT,
+        urgent_max_wait: float = URGENT_MAX_WAIT,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"slurmMaxConcurrent must be >= 1, got {max_concurrent}")
@@ -76,6 +94,30 @@ class SlurmRunner:
         self._env = {**os.environ, **(env or {}), "TZ": "UTC"}
         self._paths: dict[str, str] = {}
         self._stats: dict[str, CommandStats] = {}
+        self.urgent_max_wait = urgent_max_wait
+        # open urgent scopes: (opened at, set when closed)
+        self._urgent: dict[int, tuple[float, trio.Event]] = {}
+        self._urgent_seq = 0
+
+    @contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Slurm calls inside this scope (this task and the tasks it starts) go first.
+
+        Other calls that have not started yet wait until the scopes open at their arrival have
+        closed, at most `urgent_max_wait` after each scope opened (see the module docstring).
+        Scopes may nest and overlap.
+        """
+        token = _URGENT.set(True)
+        self._urgent_seq += 1
+        key = self._urgent_seq
+        closed = trio.Event()
+        self._urgent[key] = (trio.current_time(), closed)
+        try:
+            yield
+        finally:
+            del self._urgent[key]
+            closed.set()
+            _URGENT.reset(token)
 
     def resolve(self, cmd: str) -> str:
         """Absolute path of Slurm binary ``cmd`` (cached); SlurmCommandError if not found."""
@@ -113,6 +155,11 @@ class SlurmRunner:
             stats.count += 1
             stats.errors += 1
             raise
+        if self._urgent and not _URGENT.get():
+            stats.deferred += 1
+            for opened, closed in list(self._urgent.values()):  # open now, not later ones
+                with trio.move_on_at(opened + self.urgent_max_wait):
+                    await closed.wait()
         async with self.limiter:
             started = trio.current_time()
             try:
@@ -188,6 +235,7 @@ class SlurmRunner:
                 "capacity": lim.total_tokens,
                 "in_use": lim.borrowed_tokens,
                 "waiting": lim.tasks_waiting,
+                "urgent_scopes": len(self._urgent),
             },
         }
 

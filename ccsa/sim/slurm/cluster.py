@@ -67,7 +67,8 @@ def _exe(command: str, directory: Path) -> str:
     return (
         f"#!{sys.executable} -I\n"
         f"# simulated Slurm `{command}` answering from {directory}\n"
-        "import sys\n"
+        "import gc, sys\n"
+        "gc.disable()  # a short-lived process: no collection passes while it builds its state\n"
         f"sys.path.insert(0, {root!r})\n"
         "from ccsa.sim.slurm.cmd import main\n"
         f"sys.exit(main({command!r}, {str(directory)!r}, sys.argv[1:]))\n"
