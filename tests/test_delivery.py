@@ -6,7 +6,8 @@ import io
 import itertools
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,19 +321,26 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert len(set(delays(3))) > 100
 
 
-async def test_fresh_row_is_not_queued_behind_the_backlog(
-    store: Store, autojump_clock: trio.testing.MockClock
-) -> None:
+@asynccontextmanager
+async def delivering_backlog(store: Store) -> AsyncIterator[tuple[Delivery, Backend]]:
+    """2,000 starts queued and being delivered; on exit, waits until the outbox is empty."""
     store.apply("c1", [_start(j) for j in range(2000)], now=1.0, rest=True, nats=False)
     backend = Backend()
     d = make(store, backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(d.run)
-        await trio.sleep(0.2)  # the backlog is being delivered
-        store.apply("c1", [_start(99_999)], now=2.0, rest=True, nats=False)  # a hook's start
-        d.wake()
+        await trio.sleep(0.2)
+        yield d, backend
         await d.wait_empty()
         nursery.cancel_scope.cancel()
+
+
+async def test_fresh_row_is_not_queued_behind_the_backlog(
+    store: Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with delivering_backlog(store) as (d, backend):
+        store.apply("c1", [_start(99_999)], now=2.0, rest=True, nats=False)  # a hook's start
+        d.wake()
     order = [jid for what, jid, _ in backend.calls]
     assert len(order) == 2001
     # picked up at the next batch boundary, not after the 2000 older rows
@@ -382,19 +390,12 @@ async def test_hurried_jobs_go_before_a_sub_window_committed_right_after_them(
     """A hook lookup commits its rows, and a poll commits a backlog's sub-window right after
     (the poll's Slurm calls waited for the lookup): the sub-window's rows are newer, so only
     `hurry` keeps the hooked job from waiting behind them. Its stop follows its start at once."""
-    store.apply("c1", [_start(j) for j in range(2000)], now=1.0, rest=True, nats=False)
-    backend = Backend()
-    d = make(store, backend)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(d.run)
-        await trio.sleep(0.2)  # the backlog is being delivered
+    async with delivering_backlog(store) as (d, backend):
         store.apply("c1", [_start(99_999), _stop(99_999)], now=2.0, rest=True, nats=False)
         sub_window = [_start(j) for j in range(10_000, 12_000)]
         store.apply("c1", sub_window, now=2.0, rest=True, nats=False)  # no checkpoint between
         d.hurry("c1", [99_999])
         before = len(backend.calls)
-        await d.wait_empty()
-        nursery.cancel_scope.cancel()
     calls = [(what, jid) for what, jid, _ in backend.calls]
     assert len(calls) == 4002
     assert len(set(calls)) == 4002
