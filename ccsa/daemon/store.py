@@ -128,6 +128,13 @@ _ROW_COLS = (
 
 _RUNNING_SQL = ",".join(f"'{p}'" for p in sorted(RUNNING_PHASES))
 
+#: An outbox row (alias ``o``) that may be sent now: a stop only once no start of the same job
+#: is left in the outbox (pending, in flight, or waiting for its NATS publish).
+_SENDABLE = (
+    "(o.kind='start' OR NOT EXISTS (SELECT 1 FROM outbox s WHERE s.cluster=o.cluster AND "
+    "s.job_id=o.job_id AND s.start_time=o.start_time AND s.kind='start'))"
+)
+
 #: Ids per ``IN (...)`` list: well below SQLite's limit on bound parameters.
 _IDS_PER_QUERY = 500
 
@@ -189,6 +196,16 @@ class ApplyResult:
     resource_updates: int = 0
     parked_stops: int = 0
     ignored: int = 0
+
+    def __add__(self, other: ApplyResult) -> ApplyResult:
+        """The sum of two results (the sub-windows of one poll)."""
+        return ApplyResult(
+            self.starts + other.starts,
+            self.stops + other.stops,
+            self.resource_updates + other.resource_updates,
+            self.parked_stops + other.parked_stops,
+            self.ignored + other.ignored,
+        )
 
 
 def _row(r: Any) -> OutboxRow:
@@ -581,9 +598,7 @@ class Store:
         in flight, or waiting for its NATS publish): never a stop before its start.
         """
         rows = self._db.execute(
-            f"SELECT {_ROW_COLS} FROM outbox o WHERE id > ? AND id <= ? AND (kind='start' OR "
-            "NOT EXISTS (SELECT 1 FROM outbox s WHERE s.cluster=o.cluster AND "
-            "s.job_id=o.job_id AND s.start_time=o.start_time AND s.kind='start')) "
+            f"SELECT {_ROW_COLS} FROM outbox o WHERE id > ? AND id <= ? AND {_SENDABLE} "
             f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
             (after_id, upto if upto is not None else 2**62, limit),
         ).fetchall()
@@ -592,11 +607,7 @@ class Store:
     def eligible_jobs(self, cluster: str, job_ids: Iterable[int]) -> list[OutboxRow]:
         """The outbox rows of these jobs that may be sent now (the rule of `eligible`), oldest
         first: what a hook lookup queued, for `Delivery.hurry`."""
-        select = (
-            f"SELECT {_ROW_COLS} FROM outbox o WHERE (kind='start' OR NOT EXISTS (SELECT 1 FROM "
-            "outbox s WHERE s.cluster=o.cluster AND s.job_id=o.job_id AND "
-            "s.start_time=o.start_time AND s.kind='start')) AND cluster=? AND job_id IN"
-        )
+        select = f"SELECT {_ROW_COLS} FROM outbox o WHERE {_SENDABLE} AND cluster=? AND job_id IN"
         found: list[OutboxRow] = []
         for query, args in _by_ids(select, cluster, job_ids):
             found.extend(_row(r) for r in self._db.execute(query, args))

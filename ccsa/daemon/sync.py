@@ -208,7 +208,7 @@ class Syncer:
             part = await self._part(cluster, part_begin, part_end, last=last)
             parts += 1
             seen += part.jobs
-            applied = _sum(applied, part.applied)
+            applied += part.applied
             if last:
                 break
             span = self.sub_windows.next_span(span, fresh=part.fresh, carried=part.carried)
@@ -624,16 +624,6 @@ async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
 def of_cluster(jobs: Iterable[SacctJob], cluster: str) -> list[SacctJob]:
     """The sacct records of ``cluster`` (a record naming no cluster counts as ours)."""
     return [j for j in jobs if not j.cluster or j.cluster == cluster]
-
-
-def _sum(a: ApplyResult, b: ApplyResult) -> ApplyResult:
-    return ApplyResult(
-        a.starts + b.starts,
-        a.stops + b.stops,
-        a.resource_updates + b.resource_updates,
-        a.parked_stops + b.parked_stops,
-        a.ignored + b.ignored,
-    )
 
 
 def _density(accts: Sequence[SacctJob], begin: float, end: float) -> tuple[int, int]:

@@ -735,17 +735,16 @@ def cmd_scontrol(argv: list[str], st: State, now: float, out: Out) -> None:
         ids = job_ids("scontrol", args[2])
         if len(ids) != 1:
             raise Usage(f"error: Invalid job id specified for job {args[2]}")
-        jobs = {
-            j.job_id: j
-            for j in st.jobs
-            if j.cluster == cluster and j.submit <= now and j.job_id == ids[0]
-        }
+        job = next(
+            (j for j in st.jobs if j.cluster == cluster and j.submit <= now and j.job_id == ids[0]),
+            None,
+        )
         known = {_item_id(it)[0] for it in _queue_items(st, cluster, now, only=ids)}
-        if ids[0] not in jobs or ids[0] not in known:
+        if job is None or ids[0] not in known:
             # Slurm 24.11 quirk: exit 0, nothing written, the reason on stderr only
             out.stderr = "job script retrieval failed: Invalid job id specified\n"
             return
-        script = jobs[ids[0]].script
+        script = job.script
         dest = args[3] if len(args) >= 4 else f"slurm-{ids[0]}.sh"
         if dest == "-":
             out.write(script.encode())
