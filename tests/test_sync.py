@@ -80,6 +80,32 @@ def stops(store: Store) -> dict[int, StopJob]:
     }
 
 
+def host_only_start(truth: JobTruth, user: str, *, resources_complete: bool) -> QueueStart:
+    """A start of `truth` with host names only, as ccsa may have queued it earlier."""
+    start = truth.start or 0
+    body = StartJob(
+        job_id=truth.job_id,
+        cluster="c1",
+        user=user,
+        project="research",
+        num_nodes=1,
+        resources=[Resource(hostname=truth.nodes[0].hostname)],
+        start_time=start,
+        shared="multi_user",
+    )
+    return QueueStart(JobKey("c1", truth.job_id, start), body, "main", resources_complete)
+
+
+def known_started(store: Store, truth: JobTruth, user: str, *, watermark: float) -> JobKey:
+    """`truth` known to ccsa as started in cc-backend (start delivered), the cluster's
+    watermark at `watermark`."""
+    action = host_only_start(truth, user, resources_complete=True)
+    store.apply("c1", [action], now=T0, rest=True, nats=False, watermark=watermark)
+    for row in store.eligible(0, 10):
+        store.rest_done(row, publish_nats=False, now=T0)
+    return action.key
+
+
 async def test_poll_queues_starts_with_resources_then_stops(sim: SimCluster, store: Store) -> None:
     cpu = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=4), duration=100))
     gpu = sim.submit(
@@ -129,19 +155,9 @@ async def test_resources_arrive_for_a_queued_host_only_start(sim: SimCluster, st
     jid = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=3), duration=5000))
     sim.advance(30)
     (truth,) = sim.jobs()
-    body = StartJob(
-        job_id=jid,
-        cluster="c1",
-        user="alice",
-        project="research",
-        num_nodes=1,
-        resources=[Resource(hostname=truth.nodes[0].hostname)],
-        start_time=truth.start or 0,
-        shared="multi_user",
-    )
     store.apply(
         "c1",
-        [QueueStart(JobKey("c1", jid, truth.start or 0), body, "main", False)],
+        [host_only_start(truth, "alice", resources_complete=False)],
         now=T0,
         rest=True,
         nats=False,
@@ -213,27 +229,7 @@ async def test_stale_job_is_marked_then_looked_up_and_stopped(
     sim.advance(7200)  # long finished, outside the next window
     (truth,) = sim.jobs()
     assert truth.start is not None
-    body = StartJob(
-        job_id=jid,
-        cluster="c1",
-        user="alice",
-        project="research",
-        num_nodes=1,
-        resources=[Resource(hostname=truth.nodes[0].hostname)],
-        start_time=truth.start,
-        shared="multi_user",
-    )
-    key = JobKey("c1", jid, truth.start)
-    store.apply(
-        "c1",
-        [QueueStart(key, body, "main", True)],
-        now=T0,
-        rest=True,
-        nats=False,
-        watermark=T0 + 7000,
-    )
-    for row in store.eligible(0, 10):
-        store.rest_done(row, publish_nats=False, now=T0)
+    key = known_started(store, truth, "alice", watermark=T0 + 7000)
     syncer = make_syncer(sim, store)
     await syncer.tick("c1")
     job = store.job(key)
@@ -517,22 +513,8 @@ async def test_stale_check_runs_once_per_poll_on_the_last_sub_window(
     backlog(sim, n=24)  # from T0 + 0; the clock moves on to T0 + 7 h
     (truth,) = [j for j in sim.jobs() if j.job_id == gone]
     assert truth.start is not None
-    key = JobKey("c1", gone, truth.start)
-    body = StartJob(
-        job_id=gone,
-        cluster="c1",
-        user="bob",
-        project="research",
-        num_nodes=1,
-        resources=[Resource(hostname=truth.nodes[0].hostname)],
-        start_time=truth.start,
-        shared="multi_user",
-    )
     # known as started; the window starts after its end, so no sacct answer holds it
-    store.apply("c1", [QueueStart(key, body, "main", True)], now=T0, rest=True, nats=False,
-                watermark=T0 + 600)  # fmt: skip
-    for row in store.eligible(0, 10):
-        store.rest_done(row, publish_nats=False, now=T0)
+    key = known_started(store, truth, "bob", watermark=T0 + 600)
     syncer = make_syncer(sim, store, sub_windows=SMALL)
     res = await syncer.tick("c1")
     assert res.parts > 2
