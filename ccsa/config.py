@@ -1,6 +1,8 @@
 """Load and validate the JSON config file (upstream's format) into one frozen ``Config``.
 
-Only ``ccRestUrl`` and ``ccRestJwt`` are required. Every problem becomes a ``ConfigError`` that
+``ConfigFile`` declares each key once (name, type, default, constraints, clamp floor); ``KEYS``,
+``NEW_KEYS`` and ``CLAMPS`` are derived from it, and ``Config`` is the same keys with their
+validated types. Only ``ccRestUrl`` and ``ccRestJwt`` are required. Every problem becomes a ``ConfigError`` that
 names the file and the key; unknown keys, clamped values and a world-readable file become
 warnings (kept in ``Config.warnings`` and logged). Regexes are compiled and socket addresses
 parsed once, here. The two secrets are ``Secret`` values whose ``repr``/``str`` hide them, and are
@@ -17,10 +19,11 @@ import math
 import os
 import re
 import stat
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 from urllib.parse import urlsplit
 
 import msgspec
+from msgspec import Meta
 
 from ccsa import logs, sockaddr
 from ccsa.errors import ConfigError
@@ -67,125 +70,95 @@ class GpuMap(msgspec.Struct, frozen=True):
     addrs: tuple[str, ...]
 
 
-# attribute -> JSON key. Keys in NEW_KEYS are ccsa's additions (defaults keep upstream behaviour).
-KEYS: dict[str, str] = {
-    "pid_file_path": "pidFilePath",
-    "prep_sock_listen_path": "prepSockListenPath",
-    "prep_sock_connect_path": "prepSockConnectPath",
-    "last_run_path": "lastRunPath",
-    "slurm_poll_interval": "slurmPollInterval",
-    "slurm_query_delay": "slurmQueryDelay",
-    "slurm_query_max_span": "slurmQueryMaxSpan",
-    "slurm_max_retries": "slurmMaxRetries",
-    "slurm_max_concurrent": "slurmMaxConcurrent",
-    "cc_poll_interval": "ccPollInterval",
-    "cc_rest_submit_jobs": "ccRestSubmitJobs",
-    "cc_rest_url": "ccRestUrl",
-    "cc_rest_jwt": "ccRestJwt",
-    "gpu_pci_addrs": "gpuPciAddrs",
-    "ignore_hosts": "ignoreHosts",
-    "nats_server": "natsServer",
-    "nats_port": "natsPort",
-    "nats_subject": "natsSubject",
-    "nats_user": "natsUser",
-    "nats_password": "natsPassword",
-    "nats_creds_file": "natsCredsFile",
-    "nats_nkey_seed_file": "natsNKeySeedFile",
-    "slurm_bin_dir": "slurmBinDir",
-    "slurm_command_timeout": "slurmCommandTimeout",
-    "state_db_path": "stateDbPath",
-    "sync_overlap": "slurmQueryOverlap",
-    "cc_rest_timeout": "ccRestTimeout",
-    "cc_rest_ca_file": "ccRestCaFile",
-    "cc_rest_insecure": "ccRestInsecure",
-    "metrics_listen": "metricsListen",
-}
-NEW_KEYS = frozenset(
-    {
-        "slurmMaxConcurrent",
-        "slurmBinDir",
-        "slurmCommandTimeout",
-        "stateDbPath",
-        "slurmQueryOverlap",
-        "ccRestTimeout",
-        "ccRestCaFile",
-        "ccRestInsecure",
-        "metricsListen",
-    }
-)
-_REMOVED = {
-    "ipcSockPath": "it was removed upstream; use prepSockListenPath and prepSockConnectPath",
-}
+# Meta markers on ConfigFile's fields: ``_NEW`` marks ccsa's additions (defaults keep upstream
+# behaviour; docs/config.md says "new"), ``_clamp(low)`` a value raised to ``low`` with a warning
+# (upstream clamps these too) rather than refused.
+_NEW = Meta(extra={"new": True})
+_PORT = Meta(ge=1, le=65535, description="a TCP port, 1..65535")
+_POSITIVE = Meta(gt=0, description="seconds, greater than 0")
 
 
-class _File(msgspec.Struct, rename=KEYS):
-    """The file as written: upstream types and defaults, before validation."""
+def _clamp_to(low: float) -> Meta:
+    return Meta(extra={"clamp": low})
+
+
+class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Every key of the file, declared once: JSON name (camelCase of the attribute unless
+    ``name=`` says otherwise), type as written, default, constraints, clamp floor, new-ness."""
 
     pid_file_path: str = "/run/cc-slurm-adapter/daemon.pid"
     prep_sock_listen_path: str = DEFAULT_SOCK
     prep_sock_connect_path: str = DEFAULT_SOCK
     last_run_path: str = "/var/lib/cc-slurm-adapter/lastrun"
-    slurm_poll_interval: float = 60
-    slurm_query_delay: float = 1
-    slurm_query_max_span: float = 7 * 24 * 3600
-    slurm_max_retries: int = 10
-    slurm_max_concurrent: int = 10
-    cc_poll_interval: float = 6 * 3600
+    slurm_poll_interval: Annotated[float, _clamp_to(1)] = 60
+    slurm_query_delay: Annotated[float, _clamp_to(1)] = 1
+    slurm_query_max_span: Annotated[float, _POSITIVE] = 7 * 24 * 3600
+    slurm_max_retries: Annotated[int, _clamp_to(0)] = 10
+    slurm_max_concurrent: Annotated[int, _clamp_to(1), _NEW] = 10
+    cc_poll_interval: Annotated[float, _clamp_to(1)] = 6 * 3600
     cc_rest_submit_jobs: bool = True
     cc_rest_url: str | None = None
     cc_rest_jwt: str | None = None
-    gpu_pci_addrs: dict[str, Any] = {}
+    gpu_pci_addrs: dict[str, object] = {}
     ignore_hosts: str = ""
     nats_server: str = ""
-    nats_port: int = 4222
+    nats_port: Annotated[int, _PORT] = 4222
     nats_subject: str = "jobs"
     nats_user: str = ""
     nats_password: str = ""
     nats_creds_file: str = ""
-    nats_nkey_seed_file: str = ""
-    slurm_bin_dir: str = ""
-    slurm_command_timeout: float = 120
-    state_db_path: str = ""
-    sync_overlap: float = 300
-    cc_rest_timeout: float = 30
-    cc_rest_ca_file: str = ""
-    cc_rest_insecure: bool = False
-    metrics_listen: str = ""
+    nats_nkey_seed_file: str = msgspec.field(default="", name="natsNKeySeedFile")
+    slurm_bin_dir: Annotated[str, _NEW] = ""
+    slurm_command_timeout: Annotated[float, _POSITIVE, _NEW] = 120
+    state_db_path: Annotated[str, _NEW] = ""
+    sync_overlap: Annotated[float, _clamp_to(0), _NEW] = msgspec.field(
+        default=300, name="slurmQueryOverlap"
+    )
+    cc_rest_timeout: Annotated[float, _POSITIVE, _NEW] = 30
+    cc_rest_ca_file: Annotated[str, _NEW] = ""
+    cc_rest_insecure: Annotated[bool, _NEW] = False
+    metrics_listen: Annotated[str, _NEW] = ""
 
 
-class Config(msgspec.Struct, frozen=True, kw_only=True):
-    """The validated configuration. Attribute names are the snake_case of the JSON keys."""
+def _extra(field: msgspec.structs.FieldInfo) -> dict[str, object]:
+    merged: dict[str, object] = {}
+    for meta in get_args(field.type)[1:]:
+        if isinstance(meta, Meta) and meta.extra:
+            merged.update(meta.extra)
+    return merged
 
-    pid_file_path: str
-    prep_sock_listen_path: SockAddr
-    prep_sock_connect_path: SockAddr
-    last_run_path: str
-    slurm_poll_interval: float
-    slurm_query_delay: float
-    slurm_query_max_span: float
-    slurm_max_retries: int
-    slurm_max_concurrent: int
-    cc_poll_interval: float
-    cc_rest_submit_jobs: bool
+
+_FIELDS = msgspec.structs.fields(ConfigFile)
+#: attribute -> JSON key, derived from ConfigFile.
+KEYS: dict[str, str] = {f.name: f.encode_name for f in _FIELDS}
+#: ccsa's additions to upstream's keys.
+NEW_KEYS = frozenset(f.encode_name for f in _FIELDS if _extra(f).get("new"))
+#: attribute -> lowest accepted value (lower ones are raised to it with a warning).
+CLAMPS: dict[str, float] = {
+    f.name: float(low) for f in _FIELDS if isinstance(low := _extra(f).get("clamp"), int | float)
+}
+_DESCRIPTIONS = {
+    f.encode_name: d
+    for f in _FIELDS
+    for d in (m.description for m in get_args(f.type)[1:] if isinstance(m, Meta))
+    if d
+}
+_REMOVED = {
+    "ipcSockPath": "it was removed upstream; use prepSockListenPath and prepSockConnectPath",
+}
+
+
+class Config(ConfigFile, frozen=True, kw_only=True):
+    """The validated configuration: the file's keys (attribute names are their snake_case), with
+    addresses parsed, regexes compiled, secrets wrapped, and where the file came from."""
+
+    prep_sock_listen_path: SockAddr  # type: ignore[assignment]
+    prep_sock_connect_path: SockAddr  # type: ignore[assignment]
     cc_rest_url: str
-    cc_rest_jwt: Secret
-    gpu_pci_addrs: tuple[GpuMap, ...]
-    ignore_hosts: re.Pattern[str] | None
-    nats_server: str
-    nats_port: int
-    nats_subject: str
-    nats_user: str
-    nats_password: Secret
-    nats_creds_file: str
-    nats_nkey_seed_file: str
-    slurm_bin_dir: str
-    slurm_command_timeout: float
-    state_db_path: str
-    sync_overlap: float
-    cc_rest_timeout: float
-    cc_rest_ca_file: str
-    cc_rest_insecure: bool
-    metrics_listen: str
+    cc_rest_jwt: Secret  # type: ignore[assignment]
+    gpu_pci_addrs: tuple[GpuMap, ...]  # type: ignore[assignment]
+    ignore_hosts: re.Pattern[str] | None  # type: ignore[assignment]
+    nats_password: Secret  # type: ignore[assignment]
     config_path: str
     warnings: tuple[str, ...] = ()
 
@@ -195,27 +168,6 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     def nats_enabled(self) -> bool:
         """NATS publishing is on exactly when ``natsServer`` is set (upstream rule)."""
         return bool(self.nats_server)
-
-    def pci_addrs_for(self, host: str) -> tuple[str, ...] | None:
-        """PCI addresses of the first ``gpuPciAddrs`` regex that matches ``host`` (file order).
-
-        Upstream semantics: Go's ``regexp.MatchString``, i.e. a *search*; anchor with ``^...$``
-        in the config to match whole names.
-        """
-        for entry in self.gpu_pci_addrs:
-            if entry.pattern.search(host):
-                return entry.addrs
-        return None
-
-    def host_ignored(self, host: str) -> bool:
-        """Whether ``ignoreHosts`` matches ``host`` (a search, as upstream). A job is dropped
-        when *all* of its hosts are ignored; that decision belongs to the caller."""
-        return self.ignore_hosts is not None and self.ignore_hosts.search(host) is not None
-
-    @classmethod
-    def for_tests(cls, **overrides: Any) -> Config:
-        """Same as :func:`make_config`."""
-        return make_config(**overrides)
 
 
 def load(path: str) -> Config:
@@ -257,7 +209,7 @@ def load(path: str) -> Config:
     for message in warnings:  # now: they may explain an error found below
         log.warning("%s", message)
     try:
-        parsed = msgspec.convert(raw, _File)
+        parsed = msgspec.convert(raw, ConfigFile)
     except msgspec.ValidationError as exc:
         bad_key, message = _split_validation(str(exc))
         raise ConfigError(path, message, bad_key) from None
@@ -289,7 +241,7 @@ def make_config(**overrides: Any) -> Config:
             value = {m.source: list(m.addrs) for m in value}
         values[name] = value
     try:
-        parsed = msgspec.convert({KEYS[k]: v for k, v in values.items()}, _File)
+        parsed = msgspec.convert({KEYS[k]: v for k, v in values.items()}, ConfigFile)
     except msgspec.ValidationError as exc:
         bad_key, message = _split_validation(str(exc))
         raise ConfigError(config_path, message, bad_key) from None
@@ -323,44 +275,66 @@ def _where(message: str, data: bytes) -> str:
 
 
 def _split_validation(message: str) -> tuple[str | None, str]:
-    """``Expected `int`, got `str` - at `$.natsPort` `` -> ("natsPort", "Expected ...")."""
+    """``Expected `int` >= 1 - at `$.natsPort` `` -> ("natsPort", "Expected ... (a TCP ...)")."""
     match = re.match(r"(.*) - at `\$\.([A-Za-z0-9_]+)(.*)`$", message)
     if not match:
         return None, message
     text, key, rest = match.groups()
-    return key, f"{text}{' at ' + rest if rest else ''}"
+    hint = f" ({_DESCRIPTIONS[key]})" if key in _DESCRIPTIONS and not rest else ""
+    return key, f"{text}{' at ' + rest if rest else ''}{hint}"
 
 
-def _build(f: _File, path: str, warnings: list[str]) -> Config:
+def _build(f: ConfigFile, path: str, warnings: list[str]) -> Config:
+    """Check what the types cannot say, derive the typed values, warn once for what is odd."""
     logged = len(warnings)
+    url, jwt = _required(f, path)
+    gpu, ignore = _regexes(f, path)
+    socks = _sockets(f, path)
+    _relations(f, path, warnings)
+    clamped = _clamp(f, path, warnings)
+    state_db = f.state_db_path or os.path.join(
+        os.path.dirname(f.last_run_path) or ".", "state.sqlite3"
+    )
+    logs.redact(jwt)
+    logs.redact(f.nats_password)
+    for message in warnings[logged:]:
+        log.warning("%s", message)
+    values: dict[str, Any] = msgspec.structs.asdict(f)
+    values.update(clamped)
+    values.update(socks)
+    return Config(
+        **values
+        | {
+            "cc_rest_url": url,
+            "cc_rest_jwt": Secret(jwt),
+            "nats_password": Secret(f.nats_password),
+            "gpu_pci_addrs": gpu,
+            "ignore_hosts": ignore,
+            "state_db_path": state_db,
+            "config_path": path,
+            "warnings": tuple(warnings),
+        }
+    )
 
-    def fail(attr: str, message: str) -> ConfigError:
-        return ConfigError(path, message, KEYS[attr])
 
-    def clamp(attr: str, value: float, low: float) -> float:
-        if math.isnan(value) or value < low:
-            warnings.append(f"{path}: {KEYS[attr]} {value:g} < {low:g}: using {low:g}")
-            return low
-        return value
-
+def _required(f: ConfigFile, path: str) -> tuple[str, str]:
+    """ccRestUrl (normalised, without a trailing slash) and ccRestJwt, both present and sane."""
     if f.cc_rest_url is None:
-        raise fail("cc_rest_url", "required key is missing (cc-backend's URL)")
+        raise ConfigError(path, "required key is missing (cc-backend's URL)", "ccRestUrl")
     if f.cc_rest_jwt is None:
-        raise fail("cc_rest_jwt", "required key is missing (cc-backend's API token)")
+        raise ConfigError(path, "required key is missing (cc-backend's API token)", "ccRestJwt")
     if not f.cc_rest_jwt.strip():
-        raise fail("cc_rest_jwt", "must not be empty")
+        raise ConfigError(path, "must not be empty", "ccRestJwt")
     url = f.cc_rest_url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise fail("cc_rest_url", f"{f.cc_rest_url!r} is not an http:// or https:// URL")
+        message = f"{f.cc_rest_url!r} is not an http:// or https:// URL"
+        raise ConfigError(path, message, "ccRestUrl")
+    return url, f.cc_rest_jwt
 
-    socks: dict[str, SockAddr] = {}
-    for attr in ("prep_sock_listen_path", "prep_sock_connect_path"):
-        try:
-            socks[attr] = sockaddr.parse(getattr(f, attr))
-        except ValueError as exc:
-            raise fail(attr, str(exc)) from None
 
+def _regexes(f: ConfigFile, path: str) -> tuple[tuple[GpuMap, ...], re.Pattern[str] | None]:
+    """gpuPciAddrs compiled in file order (first match wins) and ignoreHosts (None if empty)."""
     gpu: list[GpuMap] = []
     for source, addrs in f.gpu_pci_addrs.items():
         where = f"gpuPciAddrs[{source!r}]"
@@ -371,92 +345,64 @@ def _build(f: _File, path: str, warnings: list[str]) -> Config:
         except re.error as exc:
             raise ConfigError(path, f"invalid regex: {exc}", where) from None
         gpu.append(GpuMap(pattern=pattern, source=source, addrs=tuple(addrs)))
+    if not f.ignore_hosts:
+        return tuple(gpu), None
+    try:
+        return tuple(gpu), re.compile(f.ignore_hosts)
+    except re.error as exc:
+        message = f"invalid regex {f.ignore_hosts!r}: {exc}"
+        raise ConfigError(path, message, "ignoreHosts") from None
 
-    ignore: re.Pattern[str] | None = None
-    if f.ignore_hosts:
+
+def _sockets(f: ConfigFile, path: str) -> dict[str, SockAddr]:
+    """The two PrEp socket addresses parsed; metricsListen checked to be a TCP HOST:PORT."""
+    socks: dict[str, SockAddr] = {}
+    for attr in ("prep_sock_listen_path", "prep_sock_connect_path"):
         try:
-            ignore = re.compile(f.ignore_hosts)
-        except re.error as exc:
-            raise fail("ignore_hosts", f"invalid regex {f.ignore_hosts!r}: {exc}") from None
-
-    if not f.cc_rest_submit_jobs and not f.nats_server:
-        raise fail(
-            "cc_rest_submit_jobs",
-            "is false and natsServer is not set: jobs would go nowhere "
-            "(set ccRestSubmitJobs to true or configure NATS)",
-        )
-    if not 1 <= f.nats_port <= 65535:
-        raise fail("nats_port", f"{f.nats_port} is not a TCP port (1..65535)")
-    if f.nats_server and not f.nats_subject:
-        raise fail("nats_subject", "must not be empty when natsServer is set")
-    for attr in ("slurm_query_max_span", "slurm_command_timeout", "cc_rest_timeout"):
-        value = getattr(f, attr)
-        if not value > 0:
-            raise fail(attr, f"{value:g} must be greater than 0")
-    for attr in ("nats_creds_file", "nats_nkey_seed_file", "cc_rest_ca_file"):
-        name = getattr(f, attr)
-        if name and not os.path.isfile(name):
-            raise fail(attr, f"{name!r} is not an existing file")
-    if f.slurm_bin_dir and not os.path.isdir(f.slurm_bin_dir):
-        raise fail("slurm_bin_dir", f"{f.slurm_bin_dir!r} is not an existing directory")
-    if f.metrics_listen:
-        text = f.metrics_listen
+            socks[attr] = sockaddr.parse(getattr(f, attr))
+        except ValueError as exc:
+            raise ConfigError(path, str(exc), KEYS[attr]) from None
+    text = f.metrics_listen
+    if text:
+        hint = " (use HOST:PORT, e.g. 127.0.0.1:9105)"
         try:
             addr = sockaddr.parse(text if text.lower().startswith("tcp:") else f"tcp:{text}")
         except ValueError as exc:
-            raise fail("metrics_listen", f"{exc} (use HOST:PORT, e.g. 127.0.0.1:9105)") from None
+            raise ConfigError(path, f"{exc}{hint}", "metricsListen") from None
         if not isinstance(addr, sockaddr.TcpAddr):
-            raise fail("metrics_listen", f"{text!r} must be a TCP HOST:PORT")
+            raise ConfigError(path, f"{text!r} must be a TCP HOST:PORT", "metricsListen")
+    return socks
+
+
+def _relations(f: ConfigFile, path: str, warnings: list[str]) -> None:
+    """Rules across keys, and the files and directories the config names must exist."""
+    if not f.cc_rest_submit_jobs and not f.nats_server:
+        message = (
+            "is false and natsServer is not set: jobs would go nowhere "
+            "(set ccRestSubmitJobs to true or configure NATS)"
+        )
+        raise ConfigError(path, message, "ccRestSubmitJobs")
+    if f.nats_server and not f.nats_subject:
+        raise ConfigError(path, "must not be empty when natsServer is set", "natsSubject")
+    for attr in ("nats_creds_file", "nats_nkey_seed_file", "cc_rest_ca_file"):
+        name = getattr(f, attr)
+        if name and not os.path.isfile(name):
+            raise ConfigError(path, f"{name!r} is not an existing file", KEYS[attr])
+    if f.slurm_bin_dir and not os.path.isdir(f.slurm_bin_dir):
+        message = f"{f.slurm_bin_dir!r} is not an existing directory"
+        raise ConfigError(path, message, "slurmBinDir")
     if f.cc_rest_insecure:
         warnings.append(
             f"{path}: ccRestInsecure is true: cc-backend's TLS certificate is not checked"
         )
 
-    poll = clamp("slurm_poll_interval", f.slurm_poll_interval, 1)
-    delay = clamp("slurm_query_delay", f.slurm_query_delay, 1)
-    cc_poll = clamp("cc_poll_interval", f.cc_poll_interval, 1)
-    overlap = clamp("sync_overlap", f.sync_overlap, 0)
-    retries = int(clamp("slurm_max_retries", f.slurm_max_retries, 0))
-    concurrent = int(clamp("slurm_max_concurrent", f.slurm_max_concurrent, 1))
-    state_db = f.state_db_path or os.path.join(
-        os.path.dirname(f.last_run_path) or ".", "state.sqlite3"
-    )
 
-    logs.redact(f.cc_rest_jwt)
-    logs.redact(f.nats_password)
-    for message in warnings[logged:]:
-        log.warning("%s", message)
-    return Config(
-        pid_file_path=f.pid_file_path,
-        prep_sock_listen_path=socks["prep_sock_listen_path"],
-        prep_sock_connect_path=socks["prep_sock_connect_path"],
-        last_run_path=f.last_run_path,
-        slurm_poll_interval=poll,
-        slurm_query_delay=delay,
-        slurm_query_max_span=f.slurm_query_max_span,
-        slurm_max_retries=retries,
-        slurm_max_concurrent=concurrent,
-        cc_poll_interval=cc_poll,
-        cc_rest_submit_jobs=f.cc_rest_submit_jobs,
-        cc_rest_url=url,
-        cc_rest_jwt=Secret(f.cc_rest_jwt),
-        gpu_pci_addrs=tuple(gpu),
-        ignore_hosts=ignore,
-        nats_server=f.nats_server,
-        nats_port=f.nats_port,
-        nats_subject=f.nats_subject,
-        nats_user=f.nats_user,
-        nats_password=Secret(f.nats_password),
-        nats_creds_file=f.nats_creds_file,
-        nats_nkey_seed_file=f.nats_nkey_seed_file,
-        slurm_bin_dir=f.slurm_bin_dir,
-        slurm_command_timeout=f.slurm_command_timeout,
-        state_db_path=state_db,
-        sync_overlap=overlap,
-        cc_rest_timeout=f.cc_rest_timeout,
-        cc_rest_ca_file=f.cc_rest_ca_file,
-        cc_rest_insecure=f.cc_rest_insecure,
-        metrics_listen=f.metrics_listen,
-        config_path=path,
-        warnings=tuple(warnings),
-    )
+def _clamp(f: ConfigFile, path: str, warnings: list[str]) -> dict[str, float]:
+    """Values below their floor (``CLAMPS``) raised to it, each with a warning (as upstream)."""
+    clamped: dict[str, float] = {}
+    for attr, low in CLAMPS.items():
+        value = getattr(f, attr)
+        if math.isnan(value) or value < low:
+            warnings.append(f"{path}: {KEYS[attr]} {value:g} < {low:g}: using {low:g}")
+            clamped[attr] = type(value)(low)  # int keys stay int
+    return clamped

@@ -16,6 +16,7 @@ import pytest
 
 from ccsa import config, logs
 from ccsa.config import Config, Secret, load, make_config
+from ccsa.convert import ConvertOptions
 from ccsa.errors import ConfigError
 from ccsa.sockaddr import TcpAddr, UnixAddr
 
@@ -74,6 +75,8 @@ def test_every_default(tmp_path: Path) -> None:
     assert not cfg.nats_enabled
     # every attribute of Config is covered above (the two secrets separately)
     assert set(Config.__struct_fields__) == set(expected) | {"cc_rest_jwt", "nats_password"}
+    # ... and every key of the file is one attribute of Config
+    assert set(config.KEYS) == set(Config.__struct_fields__) - {"config_path", "warnings"}
 
 
 def test_upstream_example_loads(tmp_path: Path) -> None:
@@ -110,21 +113,21 @@ def test_upstream_example_loads(tmp_path: Path) -> None:
     assert cfg.nats_enabled
     assert cfg.state_db_path == "/var/lib/cc-slurm-adapter/state.sqlite3"
     assert [m.source for m in cfg.gpu_pci_addrs] == ["^nodehostname0[0-9]$", "^node"]
-    # first matching regex in file order wins
-    assert cfg.pci_addrs_for("nodehostname03") == ("00000000:00:10.0", "00000000:00:3F.0")
-    assert cfg.pci_addrs_for("node77") == ("00000000:00:AA.0",)
-    assert cfg.pci_addrs_for("login1") is None
-    assert cfg.host_ignored("nodehostname9abc")
-    assert not cfg.host_ignored("nodehostname1")
+    # first matching regex in file order wins (as conversion applies them)
+    opts = ConvertOptions.from_config(cfg)
+    assert opts.pci_list("nodehostname03") == ("00000000:00:10.0", "00000000:00:3F.0")
+    assert opts.pci_list("node77") == ("00000000:00:AA.0",)
+    assert opts.pci_list("login1") is None
+    assert opts.ignored("nodehostname9abc")
+    assert not opts.ignored("nodehostname1")
     (warning,) = cfg.warnings
     assert "'slurmQueryMaxRetries'" in warning
     assert "did you mean 'slurmMaxRetries'" in warning
 
 
 def test_ignore_hosts_is_a_search_like_upstream() -> None:
-    cfg = make_config(ignore_hosts="login")
-    assert cfg.host_ignored("xlogin3")
-    assert not make_config().host_ignored("anything")
+    assert ConvertOptions.from_config(make_config(ignore_hosts="login")).ignored("xlogin3")
+    assert not ConvertOptions.from_config(make_config()).ignored("anything")
 
 
 @pytest.mark.parametrize(
@@ -346,11 +349,11 @@ def test_make_config_validates_and_accepts_typed_values() -> None:
     assert cfg.prep_sock_connect_path == UnixAddr("/tmp/s")
     assert cfg.ignore_hosts is not None
     assert cfg.ignore_hosts.pattern == "^x"
-    assert cfg.pci_addrs_for("g1") == ("0:1.0",)
+    assert ConvertOptions.from_config(cfg).pci_list("g1") == ("0:1.0",)
     assert cfg.slurm_poll_interval == 1
     assert cfg.warnings
     assert make_config(gpu_pci_addrs=cfg.gpu_pci_addrs).gpu_pci_addrs == cfg.gpu_pci_addrs
-    assert Config.for_tests(nats_port=1).nats_port == 1
+    assert make_config(nats_port=1).nats_port == 1
     with pytest.raises(ConfigError, match="natsPort"):
         make_config(nats_port="x")
     with pytest.raises(TypeError, match="no_such"):
