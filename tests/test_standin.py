@@ -6,6 +6,7 @@ run over real HTTP on loopback. Expected texts are copied from the spec, not fro
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -707,6 +708,21 @@ async def test_ip_allow_list() -> None:
         assert (resp.status_code, resp.json()["error"]) == (401, "unknown ip: 127.0.0.1")
         via_proxy = {"X-Auth-Token": auth.issue(), "X-Real-Ip": "10.1.2.3"}
         assert (await http.get("/api/jobs/", headers=via_proxy)).status_code == 200
+
+
+def test_auth_tokens_interoperate_with_pyjwt() -> None:
+    """The stand-in's hand-written JWS (PyNaCl) against PyJWT + cryptography, both directions."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    auth = AuthConfig.generate()
+    public = Ed25519PublicKey.from_public_bytes(bytes(auth.public_key))
+    claims = pyjwt.decode(auth.issue(sub="alice", exp=time.time() + 60), public, ["EdDSA"])
+    assert (claims["sub"], claims["roles"]) == ("alice", ["api"])
+    env = {"JWT_PUBLIC_KEY": auth.public_key_b64, "JWT_PRIVATE_KEY": auth.private_key_b64}
+    seed = base64.b64decode(env["JWT_PRIVATE_KEY"])[:32]
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    token = pyjwt.encode({"sub": "bob", "roles": ["admin", "api"]}, private, "EdDSA")
+    assert auth.check({"x-auth-token": token}, "127.0.0.1") == "bob"
 
 
 def test_auth_keys_in_cc_backend_env_format() -> None:

@@ -4,21 +4,29 @@ Mirrors ``internal/auth/jwt.go`` AuthViaJWT + ``AuthAPI`` (ccbackend.md §1.3): 
 from ``X-Auth-Token``, else ``Authorization: Bearer``; only EdDSA (Ed25519) is accepted; ``exp``
 and ``nbf`` are checked, ``iat`` is not; ``sub`` is required; the roles must be exactly
 ``["api"]`` or include both ``admin`` and ``api``. Every failure is a 401 with golang-jwt's or
-cc-backend's text. Keys use cc-backend's environment formats (``JWT_PUBLIC_KEY`` = base64 of the
-32-byte raw public key, ``JWT_PRIVATE_KEY`` = base64 of Go's 64-byte seed‖public form).
+cc-backend's text (golang-jwt v5 ``parser.go``/``errors.go``). Keys use cc-backend's environment
+formats (``JWT_PUBLIC_KEY`` = base64 of the 32-byte raw public key, ``JWT_PRIVATE_KEY`` = base64
+of Go's 64-byte seed‖public form).
+
+Ed25519 comes from PyNaCl, which the base install already has (nats-py[nkeys] needs it), so the
+stand-in and the demo check real tokens on a plain ``pip install`` with no extras. The JWS
+compact form (three base64url parts, one algorithm) is written out here rather than taken from
+PyJWT: PyJWT's EdDSA needs ``cryptography``, a large compiled dependency the daemon never uses.
+The tests cross-check this code against tokens PyJWT signs.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+import msgspec
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 __all__ = ["AuthConfig", "AuthError"]
 
@@ -27,8 +35,28 @@ class AuthError(Exception):
     """Authentication failed; ``str(exc)`` is the ``error`` text of the 401 body."""
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    """RawURLEncoding as golang-jwt decodes it (padding tolerated)."""
+    text = text.rstrip("=")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _json_part(part: str, what: str) -> dict[str, Any]:
+    try:
+        raw = _unb64url(part)
+    except (binascii.Error, ValueError):
+        raise AuthError(f"token is malformed: could not base64 decode {what}") from None
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise AuthError(f"token is malformed: could not JSON decode {what}") from None
+    if not isinstance(value, dict):
+        raise AuthError(f"token is malformed: could not JSON decode {what}")
+    return value
 
 
 @dataclass
@@ -42,8 +70,8 @@ class AuthConfig:
         clock: epoch seconds for ``exp``/``nbf`` (and ``iat`` of issued tokens).
     """
 
-    public_key: Ed25519PublicKey
-    private_key: Ed25519PrivateKey | None = None
+    public_key: VerifyKey
+    private_key: SigningKey | None = None
     allowed_ips: Sequence[str] = ()
     clock: Callable[[], float] = time.time
 
@@ -56,8 +84,8 @@ class AuthConfig:
     @classmethod
     def generate(cls, *, allowed_ips: Sequence[str] = ()) -> AuthConfig:
         """A fresh Ed25519 keypair (tests, the demo)."""
-        private = Ed25519PrivateKey.generate()
-        return cls(private.public_key(), private, allowed_ips)
+        private = SigningKey.generate()
+        return cls(private.verify_key, private, allowed_ips)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, allowed_ips: Sequence[str] = ()) -> AuthConfig:
@@ -70,14 +98,14 @@ class AuthConfig:
         if not pub_b64:
             raise ValueError("JWT_PUBLIC_KEY is not set")
         try:
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub_b64, validate=True))
+            public = VerifyKey(_raw32(base64.b64decode(pub_b64, validate=True)))
         except ValueError as exc:
             raise ValueError(f"JWT_PUBLIC_KEY is not base64 of a 32-byte key: {exc}") from None
         private = None
         if env.get("JWT_PRIVATE_KEY"):
             try:
                 raw = base64.b64decode(env["JWT_PRIVATE_KEY"], validate=True)
-                private = Ed25519PrivateKey.from_private_bytes(raw[:32])
+                private = SigningKey(_raw32(raw[:32]))
             except ValueError as exc:
                 raise ValueError(f"JWT_PRIVATE_KEY is not base64 of Go's key: {exc}") from None
         return cls(public, private, allowed_ips)
@@ -85,17 +113,14 @@ class AuthConfig:
     @property
     def public_key_b64(self) -> str:
         """cc-backend's ``JWT_PUBLIC_KEY`` form."""
-        return base64.b64encode(_raw_public(self.public_key)).decode()
+        return base64.b64encode(bytes(self.public_key)).decode()
 
     @property
     def private_key_b64(self) -> str:
         """cc-backend's ``JWT_PRIVATE_KEY`` form (seed‖public, 64 bytes)."""
         if self.private_key is None:
             raise ValueError("no private key: this AuthConfig can only verify tokens")
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        seed = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        return base64.b64encode(seed + _raw_public(self.public_key)).decode()
+        return base64.b64encode(bytes(self.private_key) + bytes(self.public_key)).decode()
 
     def issue(
         self,
@@ -122,7 +147,10 @@ class AuthConfig:
         if nbf is not None:
             claims["nbf"] = int(nbf)
         claims.update(extra or {})
-        return jwt.encode(claims, self.private_key, algorithm="EdDSA")
+        header = _b64url(b'{"alg":"EdDSA","typ":"JWT"}')
+        signing_input = f"{header}.{_b64url(msgspec.json.encode(claims))}"
+        signature = self.private_key.sign(signing_input.encode("ascii")).signature
+        return f"{signing_input}.{_b64url(signature)}"
 
     # ------------------------------------------------------------------ verification
 
@@ -175,36 +203,33 @@ class AuthConfig:
         return claims
 
     def _decode(self, token: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            raise AuthError(f"token is malformed: {exc}") from None
+        """golang-jwt's ParseWithClaims order: segments, header, claims, alg, signature."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise AuthError("token is malformed: token contains an invalid number of segments")
+        header = _json_part(parts[0], "header")
+        claims = _json_part(parts[1], "claim")
         if header.get("alg") != "EdDSA":
             raise AuthError(
                 "token is unverifiable: error while executing keyfunc: only Ed25519/EdDSA supported"
             )
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self.public_key,
-                algorithms=["EdDSA"],
-                options={
-                    "verify_exp": False,  # checked per use in _verify
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                },
-            )
-        except jwt.InvalidSignatureError:
+            signature = _unb64url(parts[2])
+        except (binascii.Error, ValueError):
+            raise AuthError("token is malformed: could not base64 decode signature") from None
+        try:
+            self.public_key.verify(f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+        except (BadSignatureError, ValueError, UnicodeEncodeError):
             raise AuthError("token signature is invalid: ed25519: verification error") from None
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"token is malformed: {exc}") from None
         if not isinstance(claims.get("sub"), str):
             raise AuthError("missing 'sub' claim in JWT")
         return claims
+
+
+def _raw32(raw: bytes) -> bytes:
+    if len(raw) != 32:
+        raise ValueError(f"{len(raw)} bytes, not 32")
+    return raw
 
 
 def check_ip(headers: Mapping[str, str], client_ip: str, allowed_ips: Sequence[str]) -> None:
