@@ -2,11 +2,12 @@
 
 ``ConfigFile`` declares each key once (name, type, default, constraints, clamp floor); ``KEYS``,
 ``NEW_KEYS`` and ``CLAMPS`` are derived from it, and ``Config`` is the same keys with their
-validated types. Only ``ccRestUrl`` and ``ccRestJwt`` are required. Every problem becomes a ``ConfigError`` that
-names the file and the key; unknown keys, clamped values and a world-readable file become
-warnings (kept in ``Config.warnings`` and logged). Regexes are compiled and socket addresses
-parsed once, here. The two secrets are ``Secret`` values whose ``repr``/``str`` hide them, and are
-registered with :func:`ccsa.logs.redact` so that no log line can show them.
+validated types. Only ``ccRestUrl`` and ``ccRestJwt`` are required. Every problem becomes a
+``ConfigError`` that names the file and the key; unknown keys, clamped values and a
+world-readable file become warnings (kept in ``Config.warnings`` and logged). Regexes are
+compiled and socket addresses parsed once, here. The two secrets are ``Secret`` values whose
+``repr``/``str`` hide them, and are registered with :func:`ccsa.logs.redact` so that no log line
+can show them.
 
 Pure apart from reading the file and ``stat``-ing the paths it names.
 """
