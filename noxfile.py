@@ -2,19 +2,33 @@
 
 ``nox -s tests`` is what CI runs (``.ci/run``). Sessions install the project with the extras they
 need into their own virtualenv, so a fresh machine needs only ``pip install nox``.
+
+Every session runs on the interpreter that runs nox (``python3 -m nox``: the first ``python3`` on
+PATH), whichever Python >= 3.11 that is; an older one is an error, not a skip, and so is any
+interpreter nox cannot find (``error_on_missing_interpreters``): a session that did not run
+must never end with exit status 0.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
+
+MIN_PYTHON = (3, 11)
+if sys.version_info < MIN_PYTHON:
+    raise SystemExit(
+        f"noxfile: ccsa needs Python >= {'.'.join(map(str, MIN_PYTHON))}, but nox runs on "
+        f"{sys.version.split()[0]} ({sys.executable}); run nox with a newer python3"
+    )
 
 nox.options.sessions = ["lint", "typing", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
 
-PYTHON = "3.11"
+PYTHON = None  # the interpreter running nox (checked above)
 
 
 @nox.session(python=PYTHON)

@@ -25,7 +25,7 @@ DEFAULT_CONFIG_PATH = "/etc/cc-slurm-adapter/config.json"  # = ccsa.config.DEFAU
 
 # Words that select a subcommand (registered or to come); they are never hook mode.
 SUBCOMMAND_WORDS = frozenset(
-    {"check", "inspect", "demo", "backfill", "status", "version", "redrive"}
+    {"check", "inspect", "demo", "backfill", "status", "version", "redrive", "files"}
 )
 
 # (name, "module:function", help). Add a line here to add a subcommand.
@@ -37,6 +37,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("status", "ccsa.status:status_command", "Ask the running daemon for its state."),
     ("redrive", "ccsa.redrive:redrive_command", "List or re-send parked rejections."),
     ("backfill", "ccsa.backfill:backfill_command", "Deliver a past window, chunk by chunk."),
+    ("files", "ccsa.hostfiles:files_command", "List, print or install the systemd unit and hook."),
 ]
 
 # Upstream (Go ``flag``) spellings accepted with one dash; ``-h`` is ``--help``.
