@@ -33,17 +33,16 @@ from typing import Any, Protocol, TextIO
 
 import trio
 
-from ccsa import convert
 from ccsa.config import Config
 from ccsa.daemon import plan
 from ccsa.daemon.delivery import Delivery
+from ccsa.daemon.pipeline import build, slurm_for
+from ccsa.daemon.startup import startup_checks
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
-from ccsa.daemon.supervisor import open_delivery, startup_checks
-from ccsa.daemon.sync import ConvertAdapter, Syncer, of_cluster
+from ccsa.daemon.sync import Syncer, of_cluster
 from ccsa.errors import CcsaError, ConfigError, SlurmError
 from ccsa.slurm.commands import Slurm
-from ccsa.slurm.runner import SlurmRunner
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -293,8 +292,7 @@ async def backfill(
         raise ConfigError("command line", "--until must be after --since", "--until")
     report: Reporter = reporter or PlainReporter(sys.stderr)
     stats = Stats()
-    runner = SlurmRunner(cfg.slurm_bin_dir, cfg.slurm_max_concurrent, cfg.slurm_command_timeout)
-    slurm = Slurm(runner)
+    slurm = slurm_for(cfg)
     names = await startup_checks(slurm)
     if cluster is not None:
         if cluster not in names:
@@ -309,17 +307,8 @@ async def backfill(
     checkpoint = Checkpoint.load(f"{cfg.state_db_path}.backfill.json")
     with store:
         async with contextlib.AsyncExitStack() as astack:
-            _, delivery = await open_delivery(cfg, store, astack, stats=stats, now=now)
-            syncer = Syncer(
-                slurm,
-                store,
-                ConvertAdapter(convert.ConvertOptions.from_config(cfg)),
-                now=now,
-                rest=cfg.cc_rest_submit_jobs,
-                nats=cfg.nats_enabled,
-                on_queued=delivery.wake,
-                stats=stats,
-            )
+            pipe = await build(cfg, store, astack, stats=stats, now=now, slurm=slurm)
+            delivery, syncer = pipe.delivery, pipe.syncer
             walks = {n: chunks(checkpoint.get(n, since, until), until, chunk) for n in names}
             total = (until - since) * len(names)
             done = sum(checkpoint.get(n, since, until) - since for n in names)

@@ -34,9 +34,9 @@ import httpx
 import trio
 
 from ccsa.config import Config
+from ccsa.daemon.pipeline import slurm_for
+from ccsa.daemon.startup import SUPPORTED_MAJORS, slurm_major
 from ccsa.errors import CcsaError, PublishError, SlurmError
-from ccsa.slurm.commands import Slurm
-from ccsa.slurm.runner import SlurmRunner
 from ccsa.slurm.sinfo import SinfoDoc
 from ccsa.sockaddr import UnixAddr
 
@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 Level = Literal["ok", "warn", "fail", "info"]
-SUPPORTED_MAJORS = (24, 25)  # = ccsa.daemon.supervisor.SUPPORTED_MAJORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +76,7 @@ def exit_status(findings: Iterable[Finding]) -> int:
 
 def version_finding(version: str, data_parser: str, clusters: Sequence[str]) -> Finding:
     """Slurm release gate (24.x / 25.x) with what sacctmgr reported."""
-    head = version.split(".", 1)[0]
-    major = int(head) if head.isdigit() else None
+    major = slurm_major(version)
     detail = (
         f"Slurm {version or '?'}, data_parser {data_parser or '?'}, clusters "
         f"{', '.join(clusters) or '(none)'}"
@@ -414,10 +412,8 @@ class _Checker:
         self.nats_timeout = nats_timeout
         self.now = now
         self.findings: list[Finding] = []
-        self.runner = SlurmRunner(
-            cfg.slurm_bin_dir, cfg.slurm_max_concurrent, cfg.slurm_command_timeout
-        )
-        self.slurm = Slurm(self.runner)
+        self.slurm = slurm_for(cfg)
+        self.runner = self.slurm.runner
         self.clusters: list[str] = []
         self.sinfo: list[SinfoDoc] = []
 

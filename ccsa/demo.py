@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
+from ccsa.daemon.snapshot import StatusSnapshot
 from ccsa.errors import DaemonError
 from ccsa.hostlist import compress
 from ccsa.sockaddr import UnixAddr
@@ -418,7 +419,7 @@ class Demo:
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=50))
     _fired: set[tuple[int, str]] = field(default_factory=set)
     _log_offset: int = 0
-    status: dict[str, Any] = field(default_factory=dict)
+    status: StatusSnapshot | None = None
     stop_early: trio.Event = field(default_factory=trio.Event)
 
     def out(self, text: str) -> None:
@@ -712,9 +713,9 @@ class Demo:
         if consumer is not None:
             s.nats_messages = len(consumer.outcomes)
         if self.status:
-            s.outbox = int(self.status.get("outbox", 0))
-            s.parked = int(self.status.get("parked", 0))
-            s.ticks = int(self.status.get("counters", {}).get("sync_ticks", 0))
+            s.outbox = self.status.outbox
+            s.parked = self.status.parked
+            s.ticks = self.status.counter("sync_ticks")
         s.hooks, s.hook_failures = self.hook_count, self.hook_failures
         recent = sorted(truth, key=lambda j: max(j.submit, j.start or 0, j.end or 0), reverse=True)
         for j in recent[:8]:
@@ -755,10 +756,10 @@ class Demo:
             f"accepted; hooks run: {self.hook_count} ({self.hook_failures} failed)"
         )
         if self.status:
-            c = self.status.get("counters", {})
+            snap = self.status
             out(
-                f"daemon: {c.get('sync_ticks')} polls, {c.get('prep_events')} hook events, "
-                f"outbox {self.status.get('outbox')}, parked {self.status.get('parked')}"
+                f"daemon: {snap.counter('sync_ticks')} polls, {snap.counter('prep_events')} hook "
+                f"events, outbox {snap.outbox}, parked {snap.parked}"
             )
         if verdict is None:
             out("demo FAILED: the daemon stopped early (see above)")

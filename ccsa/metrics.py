@@ -1,7 +1,7 @@
 """Optional Prometheus text endpoint (``metricsListen``): the daemon's status snapshot as metrics.
 
-`SnapshotCollector` is a prometheus-client Collector that turns one status snapshot (the dict of
-``ccsa.daemon.supervisor.Daemon.status``) into metric families at scrape time, so there is no
+`SnapshotCollector` is a prometheus-client Collector that turns one status snapshot
+(`ccsa.daemon.snapshot.StatusSnapshot`) into metric families at scrape time, so there is no
 second set of counters to keep in step; `exposition` renders it with ``generate_latest``. `serve`
 is a tiny HTTP/1.1 server on trio (h11 does the parsing): prometheus-client's own servers are
 thread/WSGI based and would run beside the trio loop, reading the daemon's state from another
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 import h11
 import trio
@@ -26,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ccsa import sockaddr
+from ccsa.daemon.snapshot import ClusterStatus, SlurmStats, StatusSnapshot
 from ccsa.errors import ConfigError, DaemonError
 
 __all__ = ["CONTENT_TYPE", "SnapshotCollector", "exposition", "listen_address", "serve"]
@@ -37,7 +37,7 @@ MAX_REQUEST = 16 * 1024
 READ_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 
-Snapshot = Callable[[], Mapping[str, Any]]
+Snapshot = Callable[[], StatusSnapshot]
 
 #: counters of ``Stats`` exported as-is: (snapshot key, metric name, help)
 _COUNTERS = (
@@ -63,10 +63,6 @@ _COUNTERS = (
 )
 
 
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
 class SnapshotCollector(Collector):
     """Metric families built from one call of ``snapshot`` per scrape."""
 
@@ -75,36 +71,35 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
-        counters = snap.get("counters") or {}
         for key, name, text in _COUNTERS:
-            yield CounterMetricFamily(name, text, value=_num(counters.get(key)))
+            yield CounterMetricFamily(name, text, value=snap.counter(key))
         rejections = CounterMetricFamily(
             "ccsa_rejections", "Deliveries cc-backend rejected, by HTTP status.", labels=["status"]
         )
-        for status, count in sorted((counters.get("rejections") or {}).items()):
-            rejections.add_metric([str(status)], _num(count))
+        for status, count in sorted(snap.labelled("rejections").items()):
+            rejections.add_metric([status], count)
         yield rejections
         sync_failures = CounterMetricFamily(
             "ccsa_sync_failures", "Failed polls, by cluster.", labels=["cluster"]
         )
-        for cluster, count in sorted((counters.get("sync_failures") or {}).items()):
-            sync_failures.add_metric([str(cluster)], _num(count))
+        for cluster, count in sorted(snap.labelled("sync_failures").items()):
+            sync_failures.add_metric([cluster], count)
         yield sync_failures
 
         yield GaugeMetricFamily(
-            "ccsa_outbox_depth", "Deliveries waiting in the outbox.", value=_num(snap.get("outbox"))
+            "ccsa_outbox_depth", "Deliveries waiting in the outbox.", value=snap.outbox
         )
         yield GaugeMetricFamily(
-            "ccsa_parked", "Rejected deliveries parked for redrive.", value=_num(snap.get("parked"))
+            "ccsa_parked", "Rejected deliveries parked for redrive.", value=snap.parked
         )
         yield GaugeMetricFamily(
-            "ccsa_in_flight", "Deliveries being sent now.", value=_num(snap.get("in_flight"))
+            "ccsa_in_flight", "Deliveries being sent now.", value=snap.in_flight
         )
-        yield from self._clusters(snap.get("clusters") or {})
-        yield from self._slurm(snap.get("slurm_commands") or {})
+        yield from self._clusters(snap.clusters)
+        yield from self._slurm(snap.slurm_commands)
 
     @staticmethod
-    def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
+    def _clusters(clusters: Mapping[str, ClusterStatus]) -> Iterator[Metric]:
         mark = GaugeMetricFamily(
             "ccsa_watermark_seconds",
             "End of the last fully queued sacct window (epoch s), by cluster.",
@@ -116,15 +111,15 @@ class SnapshotCollector(Collector):
             labels=["cluster"],
         )
         for name, info in sorted(clusters.items()):
-            if info.get("watermark") is not None:
-                mark.add_metric([name], _num(info["watermark"]))
-            if info.get("last_sync") is not None:
-                last.add_metric([name], _num(info["last_sync"]))
+            if info.watermark is not None:
+                mark.add_metric([name], info.watermark)
+            if info.last_sync is not None:
+                last.add_metric([name], info.last_sync)
         yield mark
         yield last
 
     @staticmethod
-    def _slurm(slurm: Mapping[str, Any]) -> Iterator[Metric]:
+    def _slurm(slurm: SlurmStats) -> Iterator[Metric]:
         latency = SummaryMetricFamily(
             "ccsa_slurm_command_seconds",
             "Slurm command run time, by command.",
@@ -141,32 +136,28 @@ class SnapshotCollector(Collector):
             "Longest Slurm command run time, by command.",
             labels=["command"],
         )
-        for cmd, stats in sorted((slurm.get("commands") or {}).items()):
-            latency.add_metric(
-                [cmd], int(_num(stats.get("count"))), _num(stats.get("total_latency"))
-            )
-            errors.add_metric([cmd], _num(stats.get("errors")))
-            timeouts.add_metric([cmd], _num(stats.get("timeouts")))
-            longest.add_metric([cmd], _num(stats.get("max_latency")))
+        for cmd, stats in sorted(slurm.commands.items()):
+            latency.add_metric([cmd], stats.count, stats.total_latency)
+            errors.add_metric([cmd], stats.errors)
+            timeouts.add_metric([cmd], stats.timeouts)
+            longest.add_metric([cmd], stats.max_latency)
         yield latency
         yield errors
         yield timeouts
         yield longest
-        limiter = slurm.get("limiter") or {}
+        limiter = slurm.limiter
         yield GaugeMetricFamily(
             "ccsa_slurm_limiter_capacity",
             "slurmMaxConcurrent.",
-            value=_num(limiter.get("capacity")),
+            value=limiter.capacity or 0,
         )
         yield GaugeMetricFamily(
-            "ccsa_slurm_limiter_in_use",
-            "Slurm commands running now.",
-            value=_num(limiter.get("in_use")),
+            "ccsa_slurm_limiter_in_use", "Slurm commands running now.", value=limiter.in_use
         )
         yield GaugeMetricFamily(
             "ccsa_slurm_limiter_waiting",
             "Slurm commands waiting for the limiter.",
-            value=_num(limiter.get("waiting")),
+            value=limiter.waiting,
         )
 
 

@@ -83,7 +83,7 @@ def _daemon_note(cfg: Config) -> str:
         return "the daemon is not running: they are sent when it starts"
     interval = cfg.slurm_poll_interval
     return (
-        f"the running daemon (pid {snap.get('pid', '?')}) sends them after its next poll "
+        f"the running daemon (pid {snap.pid or '?'}) sends them after its next poll "
         f"(within {interval:g} s)"
     )
 

@@ -1,10 +1,10 @@
 """`cc-slurm-adapter status`: ask the running daemon over its PrEp socket and print the answer.
 
 Sends ``{"ccsa": "status"}`` to ``prepSockConnectPath`` (the daemon answers with its status
-snapshot, see ``Daemon.status``) and prints it as readable tables: watermarks and last sync per
-cluster, outbox depth, parked rejections, last errors, Slurm command latency, counters.
-``--json`` prints the raw snapshot. `fetch` is the I/O, `sections` (pure) turns a snapshot into
-tables, `render` prints them with rich on a terminal and as plain aligned text otherwise.
+snapshot, `ccsa.daemon.snapshot.StatusSnapshot`) and prints it as readable tables: watermarks
+and last sync per cluster, outbox depth, parked rejections, last errors, Slurm command latency,
+counters. ``--json`` prints the raw snapshot. `fetch` is the I/O, `sections` (pure) turns a
+snapshot into tables, `render` prints them with rich on a terminal, as plain text otherwise.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from __future__ import annotations
 import errno
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import msgspec
 import trio
 
+from ccsa.daemon import snapshot
+from ccsa.daemon.snapshot import ClusterStatus, CommandStats, Counters, ParkedEntry, StatusSnapshot
 from ccsa.errors import DaemonError
 from ccsa.sockaddr import SockAddr, TcpAddr, UnixAddr
 
@@ -28,7 +30,7 @@ TIMEOUT = 10.0
 MAX_ANSWER = 16 * 1024 * 1024
 
 
-async def fetch(addr: SockAddr, timeout: float = TIMEOUT) -> dict[str, Any]:
+async def fetch(addr: SockAddr, timeout: float = TIMEOUT) -> StatusSnapshot:
     """The daemon's status snapshot; DaemonError with a one-line reason when it cannot."""
     where = str(addr)
     try:
@@ -72,12 +74,11 @@ async def fetch(addr: SockAddr, timeout: float = TIMEOUT) -> dict[str, Any]:
             "(an older ccsa, or another program on that socket?)"
         )
     try:
-        value = msgspec.json.decode(bytes(data))
+        return snapshot.decode(bytes(data))
+    except msgspec.ValidationError as exc:
+        raise DaemonError(f"status: unexpected answer from {where}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise DaemonError(f"status: undecodable answer from {where}: {exc}") from None
-    if not isinstance(value, dict):
-        raise DaemonError(f"status: unexpected answer from {where}: not a JSON object")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +90,8 @@ class Section:
     rows: list[tuple[str, ...]]
 
 
-def _when(epoch: Any, now: float) -> str:
-    if not isinstance(epoch, int | float):
+def _when(epoch: float | None, now: float) -> str:
+    if epoch is None:
         return "-"
     text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
     return f"{text} ({_ago(now - epoch)})"
@@ -109,116 +110,89 @@ def _ago(seconds: float) -> str:
     return f"{s // 86400} d ago"
 
 
-def sections(snap: Mapping[str, Any], now: float) -> list[Section]:
+def _cluster_row(name: str, info: ClusterStatus, now: float) -> tuple[str, ...]:
+    error = f"{info.last_error} ({_when(info.last_error_at, now)})" if info.last_error else "-"
+    return (name, _when(info.watermark, now), _when(info.last_sync, now), error)
+
+
+def _parked_row(p: ParkedEntry, now: float) -> tuple[str, ...]:
+    status = str(p.status) if p.status is not None else "-"
+    return (str(p.id), p.cluster, str(p.job_id), p.kind, status, p.reason,
+            _when(p.parked_at, now))  # fmt: skip
+
+
+def _command_row(cmd: str, st: CommandStats) -> tuple[str, ...]:
+    avg = st.total_latency / st.count if st.count else 0.0
+    return (cmd, str(st.count), str(st.errors), str(st.timeouts), str(st.deferred),
+            f"{avg:.3f}", f"{st.last_latency:.3f}", f"{st.max_latency:.3f}")  # fmt: skip
+
+
+def _counter_rows(counters: Counters) -> list[tuple[str, ...]]:
+    """Non-zero counters; a labelled one with no labels is left out like a zero."""
+    rows: list[tuple[str, ...]] = []
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            if value:
+                rows.append((key, ", ".join(f"{k}: {v}" for k, v in value.items())))
+        elif value:
+            rows.append((key, str(value)))
+    return rows
+
+
+def sections(snap: StatusSnapshot, now: float) -> list[Section]:
     """The snapshot as tables (pure)."""
-    out: list[Section] = []
-    started = snap.get("started_at")
-    up = _ago(now - started).replace(" ago", "") if isinstance(started, int | float) else "?"
-    out.append(
+    up = _ago(now - snap.started_at).replace(" ago", "") if snap.started_at is not None else "?"
+    pid = str(snap.pid) if snap.pid is not None else "?"
+    listen = ", ".join(snap.prep_listen) or "-"
+    out = [
         Section(
-            "daemon",
-            ("version", "pid", "up", "PrEp socket"),
-            [
-                (
-                    str(snap.get("version", "?")),
-                    str(snap.get("pid", "?")),
-                    up,
-                    ", ".join(snap.get("prep_listen") or []) or "-",
-                )
-            ],
-        )
-    )
-    clusters = snap.get("clusters") or {}
-    out.append(
+            "daemon", ("version", "pid", "up", "PrEp socket"), [(snap.version, pid, up, listen)]
+        ),
         Section(
             "clusters (times UTC)",
             ("cluster", "watermark", "last successful sync", "last error"),
-            [
-                (
-                    name,
-                    _when(info.get("watermark"), now),
-                    _when(info.get("last_sync"), now),
-                    (
-                        f"{info['last_error']} ({_when(info.get('last_error_at'), now)})"
-                        if info.get("last_error")
-                        else "-"
-                    ),
-                )
-                for name, info in sorted(clusters.items())
-            ],
-        )
-    )
-    out.append(
+            [_cluster_row(name, info, now) for name, info in sorted(snap.clusters.items())],
+        ),
         Section(
             "delivery",
             ("outbox", "in flight", "waiting retry", "REST paused", "parked", "PrEp pending"),
             [
                 (
-                    str(snap.get("outbox", 0)),
-                    str(snap.get("in_flight", 0)),
-                    str(snap.get("waiting_retry", 0)),
-                    f"{snap.get('rest_paused_for', 0):g} s",
-                    str(snap.get("parked", 0)),
-                    str(snap.get("prep_pending", 0)),
+                    str(snap.outbox),
+                    str(snap.in_flight),
+                    str(snap.waiting_retry),
+                    f"{snap.rest_paused_for:g} s",
+                    str(snap.parked),
+                    str(snap.prep_pending),
                 )
             ],
-        )
-    )
-    parked = snap.get("parked_latest") or []
-    if parked:
+        ),
+    ]
+    if snap.parked_latest:
         out.append(
             Section(
                 "parked rejections (latest; re-send with: cc-slurm-adapter redrive --id N)",
                 ("id", "cluster", "job", "kind", "status", "reason", "parked"),
-                [
-                    (
-                        str(p.get("id")),
-                        str(p.get("cluster")),
-                        str(p.get("job_id")),
-                        str(p.get("kind")),
-                        str(p.get("status") if p.get("status") is not None else "-"),
-                        str(p.get("reason")),
-                        _when(p.get("parked_at"), now),
-                    )
-                    for p in parked
-                ],
+                [_parked_row(p, now) for p in snap.parked_latest],
             )
         )
-    slurm = snap.get("slurm_commands") or {}
-    rows: list[tuple[str, ...]] = []
-    for cmd, st in sorted((slurm.get("commands") or {}).items()):
-        count = int(st.get("count") or 0)
-        avg = (st.get("total_latency") or 0.0) / count if count else 0.0
-        rows.append(
-            (
-                cmd,
-                str(count),
-                str(st.get("errors", 0)),
-                str(st.get("timeouts", 0)),
-                str(st.get("deferred", 0)),
-                f"{avg:.3f}",
-                f"{st.get('last_latency', 0.0):.3f}",
-                f"{st.get('max_latency', 0.0):.3f}",
-            )
-        )
-    limiter = slurm.get("limiter") or {}
+    slurm = snap.slurm_commands
+    lim = slurm.limiter
+    capacity = "?" if lim.capacity is None else str(lim.capacity)
     out.append(
         Section(
-            f"Slurm commands (limiter {limiter.get('in_use', 0)}/{limiter.get('capacity', '?')} "
-            f"in use, {limiter.get('waiting', 0)} waiting)",
+            f"Slurm commands (limiter {lim.in_use}/{capacity} in use, {lim.waiting} waiting)",
             ("command", "runs", "errors", "timeouts", "waited", "avg s", "last s", "max s"),
-            rows,
+            [_command_row(cmd, st) for cmd, st in sorted(slurm.commands.items())],
         )
     )
-    counters = snap.get("counters") or {}
-    flat: list[tuple[str, ...]] = []
-    for key, value in counters.items():
-        if isinstance(value, dict):
-            text = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-            flat.append((key, text))
-        elif value:
-            flat.append((key, str(value)))
-    out.append(Section("counters since start (zeros left out)", ("counter", "value"), flat))
+    out.append(
+        Section(
+            "counters since start (zeros left out)",
+            ("counter", "value"),
+            _counter_rows(snap.counters),
+        )
+    )
     return out
 
 
@@ -278,7 +252,7 @@ def status_command(
     except DaemonError as exc:
         return cli.fail(str(exc), 1)
     if json:
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(snap)).decode() + "\n")
+        sys.stdout.write(msgspec.json.format(snapshot.encode(snap)).decode() + "\n")
     else:
         render(sections(snap, time.time()), sys.stdout)
     sys.stdout.flush()

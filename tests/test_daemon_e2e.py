@@ -141,9 +141,9 @@ async def test_jobs_over_time_arrive_started_once_stopped_once_with_resources(
             for res, node in zip(job.resources, truth.nodes, strict=True):
                 assert res["hwthreads"] == list(node.hwthreads)
                 assert res.get("accelerators", []) == [PCI[g] for g in node.gpus]
-        assert status["outbox"] == 0
-        assert status["counters"]["without_resources"] == 0
-        assert status["clusters"]["c1"]["last_error"] is None
+        assert status.outbox == 0
+        assert status.counter("without_resources") == 0
+        assert status.clusters["c1"].last_error is None
         assert await trio.Path(env.config().last_run_path).exists()  # for administrators
 
 
@@ -257,9 +257,9 @@ async def test_rejected_job_and_404_stop_do_not_block_the_batch(
         )
         async with daemon(env, env.config()) as d:
             await wait_for(lambda: d.stats.sync_ticks >= 1 and d.store.outbox_depth() == 0)
-            parked = d.status()["parked_latest"]
-            assert {(p["job_id"], p["kind"]) for p in parked} == {(bad, "start"), (bad, "stop")}
-            assert any("no subcluster" in p["reason"] for p in parked)
+            parked = d.status().parked_latest
+            assert {(p.job_id, p.kind) for p in parked} == {(bad, "start"), (bad, "stop")}
+            assert any("no subcluster" in p.reason for p in parked)
             assert d.stats.stops_done == 1  # the 404, not parked, not retried
             assert d.stats.stops_delivered == 58
             # the operator fixes cluster.json and re-drives the parked job
@@ -445,7 +445,7 @@ async def test_watchdog_pings_on_trio_clock(autojump_clock: trio.testing.MockClo
 
 
 def test_pid_file_refuses_live_adapter_and_replaces_stale(tmp_path: Path) -> None:
-    from ccsa.daemon.supervisor import pid_file
+    from ccsa.daemon.pidfile import pid_file
     from ccsa.errors import DaemonError
 
     path = tmp_path / "run" / "d.pid"
@@ -496,7 +496,7 @@ def _fake_sacctmgr(bin_dir: Path, version: str, level: str, user: str = "svc") -
 async def test_startup_checks_version_gate_and_operator_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from ccsa.daemon.supervisor import startup_checks
+    from ccsa.daemon.startup import startup_checks
     from ccsa.errors import DaemonError
     from ccsa.slurm.commands import Slurm
     from ccsa.slurm.runner import SlurmRunner
@@ -659,7 +659,7 @@ def _started(store: Any, job_id: int, start: int, delivered_at: float) -> None:
 
 async def test_stuck_check_both_directions(tmp_path: Path) -> None:
     from ccsa.daemon.store import Store
-    from ccsa.daemon.supervisor import stuck_check
+    from ccsa.daemon.stuck import stuck_check
 
     now = 1_700_100_000.0
     with Store.open(tmp_path / "s.sqlite3") as store:
@@ -671,7 +671,7 @@ async def test_stuck_check_both_directions(tmp_path: Path) -> None:
         world.cc_running = [Running("c1", 3, 100), Running("c1", 4, 100),
                             Running("other", 4, 100), Running("c1", 9, 50)]  # fmt: skip
         world.in_squeue = {3}
-        checked, requeued = await stuck_check(world, 600)  # type: ignore[arg-type]
+        checked, requeued = await stuck_check(world, world, world.clusters, world.stats, 600)  # type: ignore[arg-type]
     assert requeued == 1
     # finished-job lookups (no squeue) for 4 and for 9 (running in cc-backend, unknown here);
     # the other cluster's job is ignored; the lost start of job 1 is planned as unknown
@@ -685,21 +685,29 @@ async def test_stuck_loop_runs_every_cc_poll_interval(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     from ccsa.daemon.store import Store
-    from ccsa.daemon.supervisor import _stuck_loop
+    from ccsa.daemon.stuck import stuck_loop
 
     with Store.open(tmp_path / "s.sqlite3") as store:
         world = StuckWorld(store, 1_700_000_000.0)
         t0 = trio.current_time()
         with trio.move_on_after(2000):
-            await _stuck_loop(world, 600)  # type: ignore[arg-type]
+            await stuck_loop(
+                world,  # type: ignore[arg-type]
+                world,  # type: ignore[arg-type]
+                world.clusters,
+                world.stats,
+                first_delay=world.cfg.slurm_query_delay + 1.0,
+                interval=world.cfg.cc_poll_interval,
+                min_age=600,
+            )
     assert [t - t0 for t in world.checks] == pytest.approx([2, 602, 1202, 1802])
 
 
 def test_first_window_starts_at_the_go_adapters_lastrun(tmp_path: Path) -> None:
-    from ccsa.daemon.supervisor import _initial_start
+    from ccsa.daemon.pipeline import initial_start
 
     cfg = make_config(last_run_path=str(tmp_path / "lastrun"), slurm_query_max_span=7200)
-    start = _initial_start(cfg, lambda: 1_700_000_000.0)
+    start = initial_start(cfg, lambda: 1_700_000_000.0)
     assert start() == 1_700_000_000.0 - 7200  # fresh install: slurmQueryMaxSpan back
     (tmp_path / "lastrun").touch()
     os.utime(tmp_path / "lastrun", (1_699_999_000, 1_699_999_000))

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccsa.config import make_config
+from ccsa.daemon.snapshot import StatusSnapshot
 from ccsa.daemon.supervisor import Daemon, main
 from ccsa.errors import ConfigError
 from ccsa.metrics import exposition, listen_address, serve
@@ -119,7 +121,7 @@ def test_exposition_of_a_snapshot() -> None:
             "limiter": {"capacity": 10, "in_use": 4, "waiting": 2},
         },
     }
-    got = samples(exposition(lambda: snap).decode())
+    got = samples(exposition(lambda: msgspec.convert(snap, StatusSnapshot)).decode())
     assert got[("ccsa_outbox_depth", ())] == 7
     assert got[("ccsa_jobs_without_resources_total", ())] == 2
     assert got[("ccsa_rejections_total", (("status", "403"),))] == 1
@@ -135,7 +137,7 @@ def test_exposition_of_a_snapshot() -> None:
 
 async def test_server_bounds_and_methods() -> None:
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(serve, "127.0.0.1:0", lambda: {"outbox": 1})
+        bound = await nursery.start(serve, "127.0.0.1:0", lambda: StatusSnapshot(outbox=1))
         url = f"http://{bound[0]}"
         async with httpx.AsyncClient(trust_env=False) as client:
             post = await client.post(f"{url}/metrics", content=b"x")

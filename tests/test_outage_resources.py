@@ -201,8 +201,8 @@ async def test_outage_longer_than_min_job_age_keeps_hwthreads_and_gpus(
             for j in gpu_jobs
             for r in backend.find("c1", j.job_id)[0].resources
         )
-        assert snap["counters"]["without_resources"] == 0
-        assert snap["counters"]["starts_delivered"] == len(ids)
+        assert snap.counter("without_resources") == 0
+        assert snap.counter("starts_delivered") == len(ids)
 
 
 async def test_jobs_that_ran_while_ccsa_was_down_get_host_names_and_are_counted(
@@ -235,7 +235,7 @@ async def test_jobs_that_ran_while_ccsa_was_down_get_host_names_and_are_counted(
             (row,) = backend.find("c1", j.job_id)
             assert [r["hostname"] for r in row.resources] == [n.hostname for n in j.nodes]
             assert all(not r.get("hwthreads") for r in row.resources)
-        assert snap["counters"]["without_resources"] == len(lost_resources)
+        assert snap.counter("without_resources") == len(lost_resources)
 
 
 async def test_rejected_start_is_parked_visible_and_redriven(
@@ -265,17 +265,17 @@ async def test_rejected_start_is_parked_visible_and_redriven(
             assert bad_truth.start is not None
             # Visible: in the status snapshot over the daemon's socket...
             snap = await status.fetch(w.cfg.prep_sock_connect_path)
-            assert snap["parked"] == 2
-            rows = {p["kind"]: p for p in snap["parked_latest"]}
-            assert rows["start"]["job_id"] == bad
-            assert rows["start"]["status"] == 400
-            assert message in rows["start"]["reason"]
+            assert snap.parked == 2
+            rows = {p.kind: p for p in snap.parked_latest}
+            assert rows["start"].job_id == bad
+            assert rows["start"].status == 400
+            assert message in rows["start"].reason
             # When: on the daemon's wall clock (here Slurm's simulated one), after the job began.
-            assert bad_truth.start <= rows["start"]["parked_at"] <= sim.now
+            assert bad_truth.start <= rows["start"].parked_at <= sim.now
             assert len(w.standin.requests("start_job")) >= 2  # the rejected one and the good one
-            assert rows["stop"]["job_id"] == bad
-            assert "start was rejected" in rows["stop"]["reason"]
-            assert snap["counters"]["rejections"] == {"400": 1}
+            assert rows["stop"].job_id == bad
+            assert "start was rejected" in rows["stop"].reason
+            assert snap.labelled("rejections") == {"400": 1}
             # ... and through the operator command (a second process on the same state file).
             listed = await _cli("redrive", "--list", "-config", str(w.cfg_path))
             assert listed.returncode == 0, listed.stderr

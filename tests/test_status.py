@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
+from ccsa.daemon.snapshot import StatusSnapshot
 from ccsa.daemon.supervisor import Daemon, main
 from ccsa.errors import DaemonError
 from ccsa.sim.ccbackend.clusters import minimal
@@ -160,7 +162,7 @@ def test_sections_show_errors_and_parked() -> None:
         "counters": {"starts_delivered": 12, "rejections": {"400": 1}, "stops_delivered": 0},
     }
     out = io.StringIO()
-    render(sections(snap, now), out, rich=False)
+    render(sections(msgspec.convert(snap, StatusSnapshot), now), out, rich=False)
     text = out.getvalue()
     assert re.search(r"^  b +- +- +sacct exited 1", text, re.M)
     assert "Problem talking to the database (1970-01-12 13:46:35 (5 s ago))" in text
@@ -171,6 +173,6 @@ def test_sections_show_errors_and_parked() -> None:
     assert "stops_delivered" not in text  # zero counters are left out
     assert "  rejections        400: 1\n" in text
     rich_out = io.StringIO()
-    render(sections(snap, now), rich_out, rich=True)
+    render(sections(msgspec.convert(snap, StatusSnapshot), now), rich_out, rich=True)
     assert "Problem" in rich_out.getvalue()
     assert "│ starts_delivered │ 12" in rich_out.getvalue()

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 
+from ccsa.daemon.snapshot import StatusSnapshot
 from ccsa.daemon.stats import Stats
 from ccsa.errors import DaemonError, SlurmError
 from ccsa.sockaddr import SockAddr, TcpAddr, UnixAddr
@@ -272,7 +273,7 @@ class PrepServer:
     def __init__(
         self,
         on_event: Callable[[PrepEvent], object],
-        status: Callable[[], dict[str, Any]] | None = None,
+        status: Callable[[], StatusSnapshot] | None = None,
         *,
         stats: Stats | None = None,
         max_message: int = MAX_MESSAGE,
@@ -357,7 +358,7 @@ class PrepServer:
                 self._garbage(peer, str(exc))
                 return
             if isinstance(msg, StatusRequest):
-                body = msgspec.json.encode(self.status() if self.status else {})
+                body = msgspec.json.encode(self.status() if self.status else StatusSnapshot())
                 with trio.move_on_after(self.read_timeout):
                     try:
                         await stream.send_all(body + b"\n")
