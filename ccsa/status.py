@@ -128,12 +128,11 @@ def _command_row(cmd: str, st: CommandStats) -> tuple[str, ...]:
 
 
 def _counter_rows(counters: Counters) -> list[tuple[str, ...]]:
-    """Non-zero counters; a labelled one with no labels is left out like a zero."""
+    """Non-zero counters; labelled ones always."""
     rows: list[tuple[str, ...]] = []
     for key, value in counters.items():
         if isinstance(value, dict):
-            if value:
-                rows.append((key, ", ".join(f"{k}: {v}" for k, v in value.items())))
+            rows.append((key, ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"))
         elif value:
             rows.append((key, str(value)))
     return rows
