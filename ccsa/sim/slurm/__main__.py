@@ -17,6 +17,8 @@ answering from a seeded, deterministic job schedule kept in DIR.
   squeue --noheader --cluster cluster1 --all --json
   python -m ccsa.sim.slurm advance DIR 600       # simulated clock (--clock sim, the default)
   python -m ccsa.sim.slurm fault DIR dbd_down --calls 3
+  python -m ccsa.sim.slurm fault DIR dbd_lag --seconds 600 --start T --end T2
+  python -m ccsa.sim.slurm skew DIR -900          # Slurm's clock 15 min behind this host's
   python -m ccsa.sim.slurm jobs DIR              # ground truth, one JSON object per line
 
 With --clock sim, time stands still until `advance`; with --clock real, the schedule starts at
@@ -66,16 +68,32 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "kind",
         nargs="?",
-        choices=("latency", "hang", "exit", "truncate", "garbage", "dbd_down", "ctld_down"),
+        choices=(
+            "latency",
+            "hang",
+            "exit",
+            "truncate",
+            "garbage",
+            "dbd_down",
+            "ctld_down",
+            "dbd_lag",
+        ),
     )
-    f.add_argument("--command", default="*", help="sacct|squeue|scontrol|sinfo|sacctmgr|* (*)")
-    f.add_argument("--seconds", type=float, default=0.0, help="latency in seconds")
+    f.add_argument(
+        "--command", default="*", help="sacct|squeue|scontrol|sinfo|sacctmgr|sdiag|* (*)"
+    )
+    f.add_argument(
+        "--seconds", type=float, default=0.0, help="latency; dbd_lag: slurmdbd's delay (s)"
+    )
     f.add_argument("--exit-code", type=int, default=1)
     f.add_argument("--message", default="")
     f.add_argument("--calls", type=int, default=None, help="only the next N calls")
     f.add_argument("--start", type=float, default=None)
     f.add_argument("--end", type=float, default=None)
     f.add_argument("--clear", action="store_true", help="remove every fault")
+    k = sub.add_parser("skew", help="the Slurm hosts' clock runs SECONDS ahead (negative: behind)")
+    k.add_argument("dir", type=Path)
+    k.add_argument("seconds", type=float)
     j = sub.add_parser("jobs", help="ground truth at now, one JSON line per job")
     j.add_argument("dir", type=Path)
     return p
@@ -128,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                     start=args.start,
                     end=args.end,
                 )
+        elif args.cmd == "skew":
+            SimCluster.open(args.dir).set_skew(args.seconds)
         elif args.cmd == "jobs":
             out = sys.stdout
             for t in SimCluster.open(args.dir).jobs():

@@ -40,6 +40,15 @@ class NodeTruth(msgspec.Struct, frozen=True):
     gpus: tuple[int, ...]
 
 
+class RecordTruth(msgspec.Struct, frozen=True):
+    """An earlier accounting record of a job: start, end, and how it ended (REQUEUED,
+    PREEMPTED or RESIZING)."""
+
+    start: int
+    end: int
+    state: str
+
+
 class JobTruth(msgspec.Struct, frozen=True, kw_only=True):
     """Ground truth of one job record at the cluster's "now" (what should reach cc-backend)."""
 
@@ -60,6 +69,11 @@ class JobTruth(msgspec.Struct, frozen=True, kw_only=True):
     shared: str
     restarts: int
     nodes: tuple[NodeTruth, ...]
+    #: when the current run's nodes were allocated: ``start`` unless they had to power up
+    #: (CONFIGURING from ``allocated`` until ``start``); None if not started
+    allocated: int | None = None
+    #: the job's earlier records that have ended by now (``sacct --duplicates``), oldest first
+    earlier: tuple[RecordTruth, ...] = ()
 
 
 def _exe(command: str, directory: Path) -> str:
@@ -172,7 +186,27 @@ class SimCluster:
 
     @property
     def now(self) -> float:
+        """The Slurm hosts' clock (this host's plus the skew, see ``set_skew``)."""
         return statemod.load_now(self.directory, self.state)
+
+    @property
+    def host_now(self) -> float:
+        """This host's clock (the simulated one, or the wall clock), without the skew."""
+        return statemod.load_now(self.directory, self.state, skewed=False)
+
+    @property
+    def skew(self) -> float:
+        return statemod.load_clock(self.directory, self.state).skew
+
+    def set_skew(self, seconds: float) -> None:
+        """Let the Slurm hosts' clock run ``seconds`` ahead of this host's (negative: behind).
+
+        Every time Slurm prints (job times, ``sdiag``'s request time, squeue's ``last_update``)
+        and every "now" of the commands is on the skewed clock; ``host_now`` is not.
+        """
+        statemod.save_now(
+            self.directory, statemod.load_clock(self.directory, self.state).now, seconds
+        )
 
     @property
     def clusters(self) -> list[str]:
@@ -189,9 +223,10 @@ class SimCluster:
             raise ValueError("advance() needs clock='sim' (this cluster follows the wall clock)")
         if seconds < 0:
             raise ValueError("the clock only moves forward")
-        return self.set_now(self.now + seconds)
+        return self.set_now(self.host_now + seconds)
 
     def set_now(self, t: float) -> float:
+        """Set this host's simulated clock to ``t`` (Slurm's is ``t`` plus the skew)."""
         if self.state.clock != "sim":
             raise ValueError("set_now() needs clock='sim' (this cluster follows the wall clock)")
         statemod.save_now(self.directory, t)
@@ -311,6 +346,10 @@ class SimCluster:
                     shared=j.shared,
                     restarts=v.restarts,
                     nodes=nodes,
+                    allocated=int(v.run.begin) if v.run else None,
+                    earlier=tuple(
+                        RecordTruth(int(r.start), int(r.end), r.ended) for r in v.earlier
+                    ),
                 )
             )
         return out

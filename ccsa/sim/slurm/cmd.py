@@ -412,7 +412,12 @@ def _who() -> tuple[str, str]:
 # commands
 
 
-def cmd_sacct(argv: list[str], st: State, now: float, out: Out, directory: Path) -> None:
+def cmd_sacct(
+    argv: list[str], st: State, now: float, out: Out, directory: Path, dbnow: float | None = None
+) -> None:
+    """sacct answers from slurmdbd, which has slurmctld's job events up to ``dbnow``
+    (``faults.db_now``; = ``now`` without a ``dbd_lag`` fault)."""
+    dbnow = now if dbnow is None else dbnow
     o = parse(
         "sacct",
         argv,
@@ -466,14 +471,14 @@ def cmd_sacct(argv: list[str], st: State, now: float, out: Out, directory: Path)
     else:
         users = {user}
     states = state_set("sacct", o.values["state"]) if "state" in o.values else None
-    ctx = render.Ctx(st, dp or st.data_parser, now)
+    ctx = render.Ctx(st, dp or st.data_parser, dbnow)
     want_script = "script" in o.flags
     lags = {c.name: c.dbd_lag for c in st.clusters}
     scripts_ok = {c.name: c.store_scripts for c in st.clusters}
     selected = []
     pos_of: dict[int, int] = {}
     for pos, j in enumerate(st.jobs):
-        if j.cluster not in names or j.submit > now:
+        if j.cluster not in names or j.submit > dbnow:
             continue
         if ids is not None and not (
             j.job_id in ids or j.array_job_id in ids or j.het_job_id in ids
@@ -483,7 +488,7 @@ def cmd_sacct(argv: list[str], st: State, now: float, out: Out, directory: Path)
             continue
         selected.append(j)
         pos_of[id(j)] = pos
-    items = render.collapse_arrays(render.visible(selected, now))
+    items = render.collapse_arrays(render.visible(selected, dbnow))
     script = want_script and all(scripts_ok[n] for n in names)
     cache = SacctCache(directory, st, ctx.dp, script) if dp is not None else None
     frags: list[bytes | memoryview] = []
@@ -499,16 +504,20 @@ def cmd_sacct(argv: list[str], st: State, now: float, out: Out, directory: Path)
                 continue
         if states is not None and v.state not in states:
             continue
-        if "duplicates" in o.flags and v.run is not None:
-            for r in j.prior[: v.restarts]:
+        if "duplicates" in o.flags:
+            for r in v.earlier:
                 d = render.sacct_job(
-                    ctx, item, script=False, lag=0.0, run_override=r, state_override="REQUEUED"
+                    ctx, item, script=False, lag=0.0, run_override=r, state_override=r.ended
                 )
                 docs.append(d)
                 if dp is not None:
                     frags.append(fragment(d))
         pos = pos_of[id(j)]
-        cached = cache.get(pos) if cache is not None and not isinstance(item, tuple) else None
+        cached = (
+            cache.get(pos)
+            if cache is not None and v.phase == "done" and not isinstance(item, tuple)
+            else None
+        )
         if cached is not None:
             frags.append(cached)
             continue
@@ -781,6 +790,77 @@ def _text_filter(items: list[Any], raw: str) -> list[Any]:
     return [it for it in items if not isinstance(it, tuple) and str(it.job.het_offset) == off]
 
 
+def dbd_queue(st: State, now: float, dbnow: float) -> int:
+    """Messages slurmctld holds for slurmdbd: job events (submit, allocation, start reset,
+    end of each record) that happened after ``dbnow`` and by ``now``."""
+    n = 0
+    for j in st.jobs:
+        if j.submit > now:
+            continue
+        times = [j.submit]
+        for r in (*j.prior, *([j.run] if j.run else [])):
+            times += [r.begin, r.start, r.end] if r.alloc else [r.start, r.end]
+        if j.run is None:
+            times.append(j.end)  # cancelled while pending
+        n += sum(1 for t in times if dbnow < t <= now)
+    return n
+
+
+def cmd_sdiag(argv: list[str], st: State, now: float, out: Out, dbnow: float) -> None:
+    """``sdiag`` (text or ``--json``): the request time and the DBD agent queue size (the
+    messages slurmctld has not yet handed to slurmdbd, ``dbd_queue``); the other counters are
+    0. Format: SchedMD ``src/sdiag/sdiag.c``; JSON fields: data_parser ``STATS_MSG``."""
+    o = parse(
+        "sdiag",
+        argv,
+        values=_spellings({"cluster": ("-M", "--cluster", "--clusters")}),
+        flags=_spellings({"all": ("-a", "--all"), "reset": ("-r", "--reset")}),
+    )
+    if o.args:
+        raise Usage(f"sdiag: error: Unknown arguments: {' '.join(o.args)}")
+    dp = json_version("sdiag", o, st)
+    queue = dbd_queue(st, now, dbnow)
+    since = midnight(now)
+    if dp is not None:
+        user, group = _who()
+        stats = {
+            "req_time": render.nv(int(now)),
+            "req_time_start": render.nv(int(since)),
+            "server_thread_count": 1,
+            "agent_queue_size": 0,
+            "agent_count": 0,
+            "agent_thread_count": 0,
+            "dbd_agent_queue_size": queue,
+        }
+        out.write_dump(
+            {
+                "statistics": stats,
+                "meta": render.meta(st, dp, ["sdiag", *argv], user, group),
+                "errors": [],
+                "warnings": [],
+            }
+        )
+        return
+
+    def ctime(t: float) -> str:
+        return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(t))
+
+    out.write(
+        (
+            "*******************************************************\n"
+            f"sdiag output at {ctime(now)} ({int(now)})\n"
+            f"Data since      {ctime(since)} ({int(since)})\n"
+            "*******************************************************\n"
+            "Server thread count:  1\n"
+            "RPC queue enabled:    0\n"
+            "Agent queue size:     0\n"
+            "Agent count:          0\n"
+            "Agent thread count:   0\n"
+            f"DBD Agent queue size: {queue}\n\n"
+        ).encode()
+    )
+
+
 def cmd_sinfo(argv: list[str], st: State, now: float, out: Out) -> None:
     o = parse(
         "sinfo",
@@ -915,7 +995,7 @@ def cmd_sacctmgr(argv: list[str], st: State, now: float, out: Out) -> None:
     )
 
 
-COMMANDS = ("sacct", "squeue", "scontrol", "sinfo", "sacctmgr")
+COMMANDS = ("sacct", "squeue", "scontrol", "sinfo", "sacctmgr", "sdiag")
 
 
 def run(command: str, directory: Path, argv: list[str]) -> Out:
@@ -925,9 +1005,11 @@ def run(command: str, directory: Path, argv: list[str]) -> Out:
     now = statemod.load_now(directory, st)
     statemod.log_call(directory, command, argv, now)
     with statemod.Locked(directory):
-        active, remaining, changed = faultmod.pick(statemod.load_faults(directory), command, now)
+        faults = statemod.load_faults(directory)
+        active, remaining, changed = faultmod.pick(faults, command, now)
         if changed:
             statemod.save_faults(directory, remaining)
+    dbnow = faultmod.db_now(faults, now)
     for f in active:
         if f.kind == "latency":
             time.sleep(f.seconds)
@@ -947,7 +1029,9 @@ def run(command: str, directory: Path, argv: list[str]) -> Out:
             return out
     try:
         if command == "sacct":
-            cmd_sacct(argv, st, now, out, directory)
+            cmd_sacct(argv, st, now, out, directory, dbnow)
+        elif command == "sdiag":
+            cmd_sdiag(argv, st, now, out, dbnow)
         elif command == "squeue":
             cmd_squeue(argv, st, now, out)
         elif command == "scontrol":

@@ -2,16 +2,20 @@
 the real tools' error texts for outages.
 
 ``pick()`` selects the active faults for a command at a simulated time and returns the fault
-list with counted faults decremented, so the caller can persist it under the lock.
+list with counted faults decremented, so the caller can persist it under the lock. ``db_now()``
+says how far slurmdbd has got through slurmctld's messages under ``dbd_lag`` faults, which act
+on the times of job events, not on calls.
 """
 
 from __future__ import annotations
 
+import math
+
 from ccsa.sim.slurm.model import Fault
 
-KINDS = ("latency", "hang", "exit", "truncate", "garbage", "dbd_down", "ctld_down")
+KINDS = ("latency", "hang", "exit", "truncate", "garbage", "dbd_down", "ctld_down", "dbd_lag")
 DBD_COMMANDS = ("sacct", "sacctmgr")
-CTLD_COMMANDS = ("squeue", "scontrol", "sinfo")
+CTLD_COMMANDS = ("squeue", "scontrol", "sinfo", "sdiag")
 
 #: stderr of the real tools when slurmdbd / slurmctld cannot be reached (exit status 1)
 DBD_DOWN = {
@@ -32,6 +36,7 @@ CTLD_DOWN = {
     "squeue": "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
     "scontrol": "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
     "sinfo": "slurm_load_partitions: Unable to contact slurm controller (connect failure)\n",
+    "sdiag": "slurm_get_statistics: Unable to contact slurm controller (connect failure)\n",
 }
 
 
@@ -43,12 +48,35 @@ def validate(f: Fault) -> None:
         raise ValueError(f"unknown command {f.command!r} for fault {f.kind}")
     if f.calls is not None and f.calls < 1:
         raise ValueError("fault calls must be >= 1")
-    if f.kind == "latency" and f.seconds <= 0:
-        raise ValueError("latency fault needs seconds > 0")
+    if f.kind in ("latency", "dbd_lag") and f.seconds <= 0:
+        raise ValueError(f"{f.kind} fault needs seconds > 0")
+    if f.kind == "dbd_lag" and (f.calls is not None or f.command != "*"):
+        raise ValueError("dbd_lag acts on job events in its start..end window, not on calls")
+
+
+def db_now(faults: list[Fault], now: float) -> float:
+    """The time up to which slurmdbd has received slurmctld's job messages at ``now``.
+
+    A ``dbd_lag`` fault delays every message of a job event (submit, start, end) that happens
+    in its ``start``..``end`` window by ``seconds``; slurmctld's agent queue is FIFO, so events
+    after the window wait behind it until ``end + seconds``. sacct answers from slurmdbd, so it
+    shows the cluster as it was at ``db_now`` (squeue/scontrol still show ``now``). Without a
+    window a lag applies from the beginning and never ends.
+    """
+    t = now
+    for f in faults:
+        if f.kind != "dbd_lag":
+            continue
+        start = f.start if f.start is not None else -math.inf
+        end = f.end if f.end is not None else math.inf
+        if now < start or now >= end + f.seconds:
+            continue
+        t = min(t, max(start, min(now - f.seconds, end)))
+    return t
 
 
 def _applies(f: Fault, command: str, now: float) -> bool:
-    if f.command not in ("*", command):
+    if f.kind == "dbd_lag" or f.command not in ("*", command):
         return False
     if f.kind == "dbd_down" and command not in DBD_COMMANDS:
         return False

@@ -162,8 +162,19 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     exit_code: int = 0
     #: cancel the job if it has not started this many seconds after submit (CANCELLED while pending)
     cancel_pending_after: float | None = None
-    #: the first run ends (node failure) after this many seconds and the job is requeued
+    #: the first run ends after this many seconds by an operator ``scontrol requeue`` (its
+    #: accounting record says REQUEUED) and the job runs again
     requeue_after: float | None = None
+    #: a run (after ``requeue_after``'s, if both are set) is preempted this many seconds after
+    #: its start with ``PreemptMode=REQUEUE``: its record says PREEMPTED, the job runs again
+    preempt_after: float | None = None
+    #: the first run's nodes are powered down: the job is CONFIGURING for this long while they
+    #: boot, then slurmctld resets its start time to now (``job_config_fini``)
+    boot_delay: float = 0.0
+    #: the final run shrinks to ``resize_nodes`` nodes this many seconds after its start
+    #: (``scontrol update JobId=N NumNodes=M``): a RESIZING record ends, a new one starts
+    resize_after: float | None = None
+    resize_nodes: int = 1
     shared: str = ""  # "" (partition default) | "none" (exclusive) | "user"
     script: str = ""
 
@@ -177,11 +188,23 @@ class Alloc(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Run(msgspec.Struct, frozen=True, array_like=True):
-    """One run of a job: start, end and allocation (requeued jobs have earlier runs)."""
+    """One accounting record of a job: start, end and allocation (requeued, preempted and
+    resized jobs have earlier ones)."""
 
     start: float
     end: float
     allocs: tuple[Alloc, ...]
+    #: when the nodes were allocated, if earlier than ``start`` (power-up: CONFIGURING until
+    #: ``start``); 0 = at ``start``
+    alloc: float = 0.0
+    #: how this record ended when a later one follows: REQUEUED, PREEMPTED or RESIZING
+    #: ("" for a job's final run)
+    ended: str = ""
+
+    @property
+    def begin(self) -> float:
+        """When the nodes were allocated (``start`` unless the nodes had to power up)."""
+        return self.alloc or self.start
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -219,9 +242,9 @@ class Job(msgspec.Struct, kw_only=True):
 class Fault(msgspec.Struct, kw_only=True):
     """An injected fault. ``command`` is a command name (``sacct``...) or ``*``."""
 
-    kind: str  # latency | hang | exit | truncate | garbage | dbd_down | ctld_down
+    kind: str  # latency | hang | exit | truncate | garbage | dbd_down | ctld_down | dbd_lag
     command: str = "*"
-    seconds: float = 0.0  # latency
+    seconds: float = 0.0  # latency; dbd_lag: the delay of slurmctld's messages to slurmdbd
     exit_code: int = 1  # exit
     message: str = ""  # exit: stderr line
     calls: int | None = None  # remaining calls it applies to; None = unlimited

@@ -15,8 +15,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import msgspec
+
 from ccsa.sim.slurm.model import DATA_PARSERS, ClusterSpec, Job, NodeGroup, Run, State
 
+#: how an earlier accounting record of a job ends when the job runs again (restart_cnt + 1)
+REQUEUE_STATES = ("REQUEUED", "PREEMPTED")
 NO_VAL32 = 4294967294  # what slurmdbd prints as time.start of a job cancelled while pending
 Doc = dict[str, Any]
 
@@ -115,18 +119,39 @@ def local(ts: float) -> str:
 
 
 class View:
-    """What a job record looks like at ``now`` (slurmctld's view; sacct adds the dbd lag)."""
+    """What a job record looks like at ``now``.
 
-    __slots__ = ("job", "phase", "restarts", "run", "state")
+    ``run`` is slurmctld's view (squeue, scontrol), ``db_run`` slurmdbd's record (sacct); they
+    differ in the start time after a resize (slurmctld keeps the job's start, slurmdbd's new
+    record starts at the resize). ``earlier`` are the records that ended by a requeue,
+    preemption or resize (``sacct --duplicates``), ``flags`` the job_state flags besides the
+    base state (``CONFIGURING``/``POWER_UP_NODE`` while powered-down nodes boot).
+    """
+
+    __slots__ = (
+        "db_run",
+        "earlier",
+        "flags",
+        "job",
+        "phase",
+        "resize_time",
+        "restarts",
+        "run",
+        "state",
+    )
 
     def __init__(self, job: Job, now: float) -> None:
         self.job = job
         runs: list[Run] = [*job.prior, *([job.run] if job.run else [])]
         self.run: Run | None = None
+        self.db_run: Run | None = None
         self.restarts = 0
+        self.earlier: tuple[Run, ...] = ()
+        self.flags: tuple[str, ...] = ()
+        self.resize_time = 0.0
         latest = -1
         for i, r in enumerate(runs):
-            if r.start <= now:
+            if r.begin <= now:
                 latest = i
         if latest < 0:
             if job.run is None and job.end <= now:
@@ -135,16 +160,25 @@ class View:
                 self.phase, self.state = "pending", "PENDING"
             return
         r = runs[latest]
-        self.run = r
-        self.restarts = latest
-        if now < r.end:
-            self.phase, self.state = "running", "RUNNING"
-        elif latest == len(runs) - 1 and job.run is not None:
-            self.phase, self.state = "done", job.state
-        else:  # a prior run ended by requeue; the job waits for its next start
+        self.restarts = sum(1 for x in runs[:latest] if x.ended in REQUEUE_STATES)
+        self.earlier = tuple(runs[:latest])
+        if now < r.end or (latest == len(runs) - 1 and job.run is not None):
+            self.phase, self.state = ("running", "RUNNING") if now < r.end else ("done", job.state)
+            if now < r.start:  # powered-down nodes still booting; start reset when they are up
+                self.flags = ("CONFIGURING", "POWER_UP_NODE")
+                r = msgspec.structs.replace(r, start=r.alloc)
+            self.db_run = r
+            first = latest
+            while first > 0 and runs[first - 1].ended == "RESIZING":
+                first -= 1
+            if first < latest:  # resized: slurmctld keeps the job's start time
+                self.resize_time = r.start
+                r = msgspec.structs.replace(r, start=runs[first].start)
+            self.run = r
+        else:  # a run ended by requeue or preemption; the job waits for its next start
             self.phase, self.state = "pending", "PENDING"
-            self.restarts = latest + 1
-            self.run = None
+            self.restarts += 1
+            self.earlier = tuple(runs[: latest + 1])
 
     @property
     def started(self) -> bool:
@@ -350,10 +384,13 @@ def sacct_job(
     j = v.job
     groups = ctx.groups[j.cluster]
     tres = ctx.tres[j.cluster]
-    run = run_override if run_override is not None else v.run
+    run = run_override if run_override is not None else v.db_run
     state = state_override or v.state
     now = ctx.now
     eligible = int(j.eligible)
+    submission = int(j.submit)
+    if run_override is None and v.resize_time:  # the record a resize started (as_mysql_job.c)
+        eligible = submission = int(v.resize_time)
     if run is not None and state == "RUNNING" and now - run.start < lag:
         state = "PENDING"  # slurmdbd has the start time and nodes but not the state yet
         eligible = 0
@@ -404,7 +441,7 @@ def sacct_job(
             "end": end,
             "planned": nv(max(0, int((run.start if run else now) - j.eligible))),
             "start": start,
-            "submission": int(j.submit),
+            "submission": submission,
             "suspended": 0,
             "system": {"seconds": 0, "microseconds": 0},
             "limit": limit,
@@ -661,7 +698,7 @@ def queue_job(ctx: Ctx, item: View | tuple[View, list[int]]) -> Doc:
         "job_id": job_id,
         "job_resources": job_res,
         "job_size_str": [],
-        "job_state": [v.state],
+        "job_state": [v.state, *v.flags],
         "last_sched_evaluation": nv(int(start or j.submit)),
         "licenses": "",
         "mail_type": [],
@@ -701,7 +738,7 @@ def queue_job(ctx: Ctx, item: View | tuple[View, list[int]]) -> Doc:
         "required_nodes": "",
         "required_switches": 0,
         "requeue": True,
-        "resize_time": nv(0),
+        "resize_time": nv(int(v.resize_time)),
         "restart_cnt": v.restarts,
         "resv_name": "",
         "scheduled_nodes": "",

@@ -19,6 +19,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from ccsa.sim.slurm.model import (
     Alloc,
     ClusterSpec,
@@ -198,7 +200,8 @@ class _Unit:
     eligible: float
     task: int | None = None
     runs: list[Run] = field(default_factory=list)
-    requeues_left: int = 0
+    #: the interruptions still to come, in order: (record state, seconds after the start)
+    interrupts: list[tuple[str, float]] = field(default_factory=list)
     cancel_at: float | None = None
     allocs: list[list[Alloc]] = field(default_factory=list)  # per component, current run
     started: float | None = None
@@ -224,7 +227,11 @@ def _units(
         cancel = (
             js.submit + js.cancel_pending_after if js.cancel_pending_after is not None else None
         )
-        requeues = 1 if js.requeue_after is not None else 0
+        interrupts = [
+            (state, after)
+            for state, after in (("REQUEUED", js.requeue_after), ("PREEMPTED", js.preempt_after))
+            if after is not None
+        ]
         if js.array_size:
             n = js.array_size
             for t in range(n):
@@ -240,7 +247,7 @@ def _units(
                         eligible,
                         task=t,
                         cancel_at=cancel,
-                        requeues_left=requeues,
+                        interrupts=list(interrupts),
                     )
                 )
         else:
@@ -255,7 +262,7 @@ def _units(
                     parts,
                     eligible,
                     cancel_at=cancel,
-                    requeues_left=requeues,
+                    interrupts=list(interrupts),
                 )
             )
     return units, part_nodes
@@ -326,16 +333,26 @@ def _record_start(
     events: list[tuple[float, int, int, int]],
     ends: dict[int, tuple[float, str]],
 ) -> None:
+    """Start ``u``'s next run at ``t``, the allocation time.
+
+    Power-up (``boot_delay``, first run only): the job is CONFIGURING until its nodes are up,
+    then slurmctld resets its start time to that moment and extends its end time by the boot
+    (SchedMD ``src/slurmctld/job_mgr.c`` ``job_config_fini``, ``_het_job_time_limit_incr``).
+    """
     u.started = t
-    if u.requeues_left and u.spec.requeue_after is not None:
-        u.requeues_left -= 1
-        end = t + max(1.0, u.spec.requeue_after)
+    boot = u.spec.boot_delay if not u.runs and u.spec.boot_delay > 0 else 0.0
+    start = t + boot
+    ended = ""
+    if u.interrupts:
+        ended, after = u.interrupts.pop(0)
+        end = start + max(1.0, after)
     else:
         length, state = _run_length(u.spec)
-        end = t + length
+        end = start + length
         u.done = True
         ends[u.seq] = (end, state)
-    u.runs.append(Run(t, end, tuple(a for c in u.allocs for a in c)))
+    allocs = tuple(a for c in u.allocs for a in c)
+    u.runs.append(Run(start, end, allocs, alloc=t if boot else 0.0, ended=ended))
     heapq.heappush(events, (end, 0, u.seq, u.seq))
 
 
@@ -429,13 +446,14 @@ def _records(
             offs = sum(u.shapes[i].nodes for i in range(k))
 
             def comp_run(r: Run, offs: int = offs, shape: Shape = shape) -> Run:
-                return Run(r.start, r.end, r.allocs[offs : offs + shape.nodes])
+                return msgspec.structs.replace(r, allocs=r.allocs[offs : offs + shape.nodes])
 
             runs = [comp_run(r) for r in u.runs]
             if u.seq in cancelled:
                 end, state, run = cancelled[u.seq], "CANCELLED", None
             else:
                 end, state = ends[u.seq]
+                runs = _resized(runs, js)
                 run = runs[-1]
             exit_code, signal = _exit(state, js.exit_code)
             out.append(
@@ -469,6 +487,25 @@ def _records(
     return out
 
 
+def _resized(runs: list[Run], js: JobSpec) -> list[Run]:
+    """Split the final run at ``resize_after`` into a RESIZING record and the shrunk rest.
+
+    On a resize slurmctld ends the job's accounting record with state RESIZING and end = the
+    resize time, then sends a new job start whose submit, eligible and start times are the
+    resize time (``job_mgr.c`` ``job_pre_resize_acctg``/``job_post_resize_acctg``,
+    ``as_mysql_job.c`` ``resize_time``). The nodes given up stay reserved in this schedule until
+    the job's end (a simplification: nothing else is placed on them meanwhile).
+    """
+    last = runs[-1]
+    if js.resize_after is None or not 0 < js.resize_after < last.end - last.start:
+        return runs
+    keep = max(1, min(js.resize_nodes, len(last.allocs)))
+    at = last.start + js.resize_after
+    head = msgspec.structs.replace(last, end=at, ended="RESIZING")
+    tail = Run(at, last.end, last.allocs[:keep])
+    return [*runs[:-1], head, tail]
+
+
 def _exit(state: str, code: int) -> tuple[int, int]:
     """(return code, signal) as slurmdbd records them for a final state."""
     if state == "FAILED":
@@ -496,6 +533,10 @@ DEFAULT_MIX: dict[str, float] = {
     "cancel_pending": 3,
     "requeue": 2,
 }
+#: every job kind ``workload`` knows: the default mix plus the lifecycles that are not in it
+#: (``preempt``: preempted with PreemptMode=REQUEUE and run again; ``power_up``: allocated
+#: powered-down nodes, CONFIGURING while they boot, start time reset)
+JOB_KINDS: tuple[str, ...] = (*DEFAULT_MIX, "preempt", "power_up")
 #: final states of the jobs that run (weights)
 STATE_MIX: dict[str, float] = {
     "COMPLETED": 70,
@@ -520,10 +561,10 @@ def workload(
 ) -> list[JobSpec]:
     """``n_jobs`` seeded job specs with Poisson arrivals from ``start`` at ``rate_per_min``."""
     mix = dict(mix or DEFAULT_MIX)
-    unknown = set(mix) - set(DEFAULT_MIX)
+    unknown = set(mix) - set(JOB_KINDS)
     if unknown:
         raise ValueError(
-            f"unknown job kinds in mix: {sorted(unknown)} (known: {sorted(DEFAULT_MIX)})"
+            f"unknown job kinds in mix: {sorted(unknown)} (known: {sorted(JOB_KINDS)})"
         )
     rng = random.Random(seed)
     kinds, weights = list(mix), list(mix.values())
@@ -583,6 +624,10 @@ def workload(
             state = "CANCELLED"
         elif kind == "requeue":
             kw["requeue_after"] = rng.uniform(30, 300)
+        elif kind == "preempt":
+            kw["preempt_after"] = rng.uniform(30, 300)
+        elif kind == "power_up":
+            kw["boot_delay"] = rng.uniform(60, 300)
         part = part_of(group)
         limit = min(part.time_limit, max(1, int(duration // 60) + rng.choice((1, 5, 30))))
         if state == "TIMEOUT":

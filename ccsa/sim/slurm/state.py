@@ -35,6 +35,8 @@ LOCK = ".lock"
 
 class Clock(msgspec.Struct):
     now: float
+    #: how far the Slurm hosts' clock runs ahead of this host's (negative: behind)
+    skew: float = 0.0
 
 
 _state_dec = msgspec.msgpack.Decoder(State)  # msgpack: smaller and a bit faster than JSON
@@ -79,18 +81,30 @@ def save_state(directory: Path, state: State) -> None:
     write_atomic(directory / STATE, msgspec.msgpack.encode(slim))
 
 
-def load_now(directory: Path, state: State) -> float:
-    """The cluster's "now": the simulated clock, or the wall clock in real-time mode."""
-    if state.clock == "real":
-        return time.time()
+def load_clock(directory: Path, state: State) -> Clock:
+    """The stored clock: the simulated time (``origin`` before any) and the Slurm hosts' skew."""
     try:
-        return _clock_dec.decode((directory / CLOCK).read_bytes()).now
+        return _clock_dec.decode((directory / CLOCK).read_bytes())
     except FileNotFoundError:
-        return state.origin
+        return Clock(state.origin)
 
 
-def save_now(directory: Path, now: float) -> None:
-    write_atomic(directory / CLOCK, msgspec.json.encode(Clock(now)))
+def load_now(directory: Path, state: State, *, skewed: bool = True) -> float:
+    """The cluster's "now": the simulated clock, or the wall clock in real-time mode, plus the
+    Slurm hosts' clock skew (``skewed=False``: this host's clock, without it)."""
+    clock = load_clock(directory, state)
+    host = time.time() if state.clock == "real" else clock.now
+    return host + (clock.skew if skewed else 0.0)
+
+
+def save_now(directory: Path, now: float, skew: float | None = None) -> None:
+    """Store the simulated time (ignored in real-time mode) and, if given, a new skew."""
+    if skew is None:
+        try:
+            skew = _clock_dec.decode((directory / CLOCK).read_bytes()).skew
+        except FileNotFoundError:
+            skew = 0.0
+    write_atomic(directory / CLOCK, msgspec.json.encode(Clock(now, skew)))
 
 
 def load_faults(directory: Path) -> list[Fault]:
