@@ -3,19 +3,10 @@
 No I/O and no trio/httpx: every function takes decoded views and returns strict msgspec bodies
 (``ccsa.ccbackend.models``) or a :class:`Skip` saying why a job is not sent.
 
-What ``resources[].hwthreads`` contains
-    cc-backend treats hwthreads as OS processor ids. Slurm's job_resources only says which
-    *cores* are allocated (socket index + core index within the socket). ccsa reports, like the
-    upstream adapter, the core id ``socket.index * cores_per_socket + core.index`` for every core
-    whose status starts with ``ALLOCATED`` and does not expand SMT siblings even when
-    ``threads_per_core`` > 1. On Linux x86 nodes CPU ``N`` for ``N < total cores`` is hardware
-    thread 0 of core ``N`` (siblings are numbered ``N + total cores``), so the ids are the first
-    thread of each allocated core; the sibling numbering is not universal (some ARM/POWER
-    systems number threads of a core consecutively), which is why ccsa does not guess it.
-    For the v0.0.40 shape (only allocated cores, socket-relative, no cores-per-socket count)
-    cores-per-socket is taken as the highest core index seen on that node + 1: exact for
-    single-socket allocations (the common case), a unique best effort otherwise (upstream does
-    not support v0.0.40 at all).
+Resources
+    The per-node hwthreads and accelerators of a job come from :mod:`ccsa.resources`
+    (``capture_resources`` and ``ConvertOptions`` are re-exported here); node state from
+    :mod:`ccsa.nodestate`. This module builds the bodies around them.
 
 Stop states
     cc-backend v1.5 rejects states outside ``VALID_STOP_STATES`` with 400, so :func:`job_state`
@@ -46,26 +37,20 @@ Speed
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
-from ccsa.ccbackend.models import (
-    VALID_STOP_STATES,
-    NodePayload,
-    NodeStateRequest,
-    Resource,
-    StartJob,
-    StopJob,
-)
+from ccsa.ccbackend.models import VALID_STOP_STATES, Resource, StartJob, StopJob
 from ccsa.errors import SlurmDecodeError
-from ccsa.gres import GresError, gpu_count, gpu_indices, parse_tres
+from ccsa.gres import GresError, parse_tres
 from ccsa.hostlist import HostlistError, expand
+from ccsa.nodestate import node_state as node_state
+from ccsa.resources import ConvertOptions as ConvertOptions
+from ccsa.resources import capture_resources as capture_resources
 from ccsa.slurm.sacct import SacctJob, TresRec, TresType, requested_tres
-from ccsa.slurm.sinfo import SinfoDoc
-from ccsa.slurm.squeue import Alloc, QueueJob, SocketV40
+from ccsa.slurm.squeue import QueueJob
 from ccsa.slurm.types import NO_VAL32_FLOOR, NV, first, flags, num
 
 log = logging.getLogger(__name__)
@@ -86,52 +71,6 @@ _STATE_MAP = {
     "launch_failed": "failed",
     "resizing": "completed",
 }
-
-
-_PCI_CACHE_MAX = 65536
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """The parts of the configuration conversion needs (kept apart so convert is testable alone).
-
-    ``gpu_pci_addrs``: (compiled host regex, PCI addresses in NVML order), first match wins.
-    ``ignore_hosts``: a job is dropped when *all* its hosts match (``re.search``, like Go's
-    ``MatchString``); node state drops every matching host.
-    """
-
-    gpu_pci_addrs: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = ()
-    ignore_hosts: re.Pattern[str] | None = None
-    #: Hosts already warned about (matching no gpuPciAddrs regex): the warning comes once.
-    unmapped_warned: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> ConvertOptions:
-        """Build from a ``ccsa.config.Config`` (``gpu_pci_addrs`` items have .pattern/.addrs)."""
-        maps = tuple((m.pattern, tuple(m.addrs)) for m in cfg.gpu_pci_addrs)
-        return cls(gpu_pci_addrs=maps, ignore_hosts=cfg.ignore_hosts)
-
-    #: host -> pci_list(host): the regexes run once per host, not once per job and node.
-    _pci_cache: dict[str, tuple[str, ...] | None] = field(
-        default_factory=dict, init=False, compare=False, hash=False, repr=False
-    )
-
-    def pci_list(self, host: str) -> tuple[str, ...] | None:
-        """The PCI list of the first regex matching ``host`` (``re.search``), None if none."""
-        cache = self._pci_cache
-        if host in cache:
-            return cache[host]
-        found = None
-        for pattern, addrs in self.gpu_pci_addrs:
-            if pattern.search(host):
-                found = addrs
-                break
-        if len(cache) < _PCI_CACHE_MAX:
-            cache[host] = found
-        return found
-
-    def ignored(self, host: str) -> bool:
-        return self.ignore_hosts is not None and self.ignore_hosts.search(host) is not None
 
 
 @dataclass(frozen=True)
@@ -281,100 +220,6 @@ def _hosts(job_id: int, nodes: str) -> list[Resource]:
 
 
 # --------------------------------------------------------------------------- squeue facts
-
-
-def _core_ids_v41(alloc: Alloc) -> list[int]:
-    sockets = alloc.sockets
-    if not sockets:
-        return []
-    per_socket = len(sockets[0].cores)
-    ids: list[int] = []
-    for socket in sockets:
-        base = socket.index * per_socket
-        ids += [base + c.index for c in socket.cores if (st := c.status) and st[0] == "ALLOCATED"]
-    return ids
-
-
-def _core_ids_v40(sockets: dict[str, SocketV40]) -> list[int]:
-    # Keys are decimal ids in every real document; anything else is skipped, never a crash.
-    pairs = [
-        (int(s), int(c))
-        for s, sock in sockets.items()
-        for c in sock.cores
-        if s.isascii() and s.isdigit() and c.isascii() and c.isdigit()
-    ]
-    if not pairs:
-        return []
-    per_socket = max(c for _, c in pairs) + 1
-    return sorted({s * per_socket + c for s, c in pairs})
-
-
-def _accelerators(job: QueueJob, host: str, index: int, opts: ConvertOptions) -> list[str]:
-    if index < len(job.gres_detail):
-        try:
-            indices = gpu_indices(job.gres_detail[index])
-        except GresError as exc:
-            log.warning("job %d: host %s: cannot parse gres_detail: %s", job.job_id, host, exc)
-            return []
-        if not indices:
-            return []
-        addrs = opts.pci_list(host)
-        if addrs is None:
-            if host not in opts.unmapped_warned:
-                opts.unmapped_warned.add(host)
-                log.warning(
-                    "job %d: host %s matches no gpuPciAddrs regex: its GPUs are not reported"
-                    " (warned once per host)",
-                    job.job_id,
-                    host,
-                )
-            return []
-        out: list[str] = []
-        for i in indices:
-            if i < len(addrs):
-                out.append(addrs[i])
-            else:
-                log.warning(
-                    "job %d: host %s: GPU index %d beyond the %d gpuPciAddrs entries: skipped",
-                    job.job_id,
-                    host,
-                    i,
-                    len(addrs),
-                )
-        return out
-    if job.comment.strip():
-        return [x.strip() for x in job.comment.split(",") if x.strip()]
-    return []
-
-
-def capture_resources(job: QueueJob, opts: ConvertOptions) -> list[Resource] | None:
-    """Per-node hwthreads and accelerators of a job slurmctld still knows; None without resources.
-
-    v0.0.41+: one Resource per ``job_resources.nodes.allocation[]`` (its ``index`` selects the
-    ``gres_detail`` entry); v0.0.40: one per ``allocated_nodes[]`` in node-list order. See the
-    module docstring for what the hwthread ids mean.
-    """
-    res = job.job_resources
-    if res is None:
-        return None
-    out: list[Resource] = []
-    if res.nodes is not None and not isinstance(res.nodes, str) and res.nodes.allocation:
-        for alloc in res.nodes.allocation:
-            hw = _core_ids_v41(alloc)
-            acc = _accelerators(job, alloc.name, alloc.index, opts)
-            out.append(
-                Resource(hostname=alloc.name, hwthreads=hw or None, accelerators=acc or None)
-            )
-        return out
-    if res.allocated_nodes:
-        for pos, node in enumerate(res.allocated_nodes):
-            hw = _core_ids_v40(node.sockets)
-            acc = _accelerators(job, node.nodename, pos, opts)
-            out.append(
-                Resource(hostname=node.nodename, hwthreads=hw or None, accelerators=acc or None)
-            )
-        return out
-    return None
 
 
 def shared_mode(queue: QueueJob | None) -> SharedMode:
@@ -640,37 +485,3 @@ def stop_body_from_queue(queue: QueueJob, start_time: int) -> StopJob:
         stop_time=max(end, start_time),
         start_time=start_time,
     )
-
-
-# --------------------------------------------------------------------------- nodes
-
-
-def node_state(doc: SinfoDoc, cluster: str, opts: ConvertOptions) -> NodeStateRequest:
-    """One NodePayload per node of ``sinfo --json`` (first group of a node wins).
-
-    sinfo groups sum CPUs over their nodes, so per-node allocated CPUs = group sum // node
-    count (as upstream); ``memory.allocated`` is already a per-node value; allocated GPUs come
-    from ``gres.used``; jobsRunning is not in sinfo and stays 0.
-    """
-    seen: dict[str, NodePayload] = {}
-    for group in doc.sinfo:
-        hosts = group.nodes.nodes
-        total = num(group.nodes.total) or len(hosts) or 1
-        try:
-            gpus = gpu_count(group.gres.used) if group.gres.used else 0
-        except GresError as exc:
-            log.warning("sinfo: cannot parse gres.used %r: %s", group.gres.used, exc)
-            gpus = 0
-        states = [s.lower() for s in flags(group.node.state)]
-        for host in hosts:
-            if host in seen or opts.ignored(host):
-                continue
-            seen[host] = NodePayload(
-                hostname=host,
-                states=states,
-                cpus_allocated=(num(group.cpus.allocated) or 0) // total,
-                memory_allocated=num(group.memory.allocated) or 0,
-                gpus_allocated=gpus,
-                jobs_running=0,
-            )
-    return NodeStateRequest(cluster=cluster, nodes=list(seen.values()))

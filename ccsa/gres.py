@@ -24,6 +24,7 @@ __all__ = [
     "GresEntry",
     "GresError",
     "gpu_count",
+    "gpu_devices",
     "gpu_indices",
     "parse_bitmap",
     "parse_gres",
@@ -61,6 +62,10 @@ class GresEntry:
     count: int
     indices: tuple[int, ...] | None
     sockets: tuple[int, ...] | None = None
+    #: Shared GRES (``shard``, ``mps``) of a job: units used on each device position of the node
+    #: (``shard:4(2/8,0/8,2/8)`` -> ``(2, 0, 2)``; Slurm's ``_build_shared_gres_details`` in
+    #: ``src/stepmgr/gres_stepmgr.c`` prints ``used/available`` for every position), else None.
+    shared_used: tuple[int, ...] | None = None
 
 
 def parse_gres(s: str) -> list[GresEntry]:
@@ -102,6 +107,7 @@ def _entry(m: re.Match[str], s: str) -> GresEntry:
             gres_type = first
     indices: tuple[int, ...] | None = None
     sockets: tuple[int, ...] | None = None
+    shared_used: tuple[int, ...] | None = None
     if detail is not None:
         if detail.startswith("IDX:"):
             bitmap = detail[4:]
@@ -110,9 +116,11 @@ def _entry(m: re.Match[str], s: str) -> GresEntry:
             count = _count(detail[4:], s)
         elif detail.startswith("S:"):
             sockets = tuple(_bitmap(detail[2:], f"GRES {s!r}"))
-        elif not _SHARED.fullmatch(detail):
+        elif _SHARED.fullmatch(detail):
+            shared_used = tuple(int(pair.partition("/")[0]) for pair in detail.split(","))
+        else:
             raise GresError(f"GRES {s!r}: unknown detail ({detail})")
-    return GresEntry(name, gres_type, count, indices, sockets)
+    return GresEntry(name, gres_type, count, indices, sockets, shared_used)
 
 
 def _count(text: str, s: str) -> int:
@@ -149,6 +157,28 @@ def gpu_indices(detail: str) -> list[int]:
     for entry in _parse_cached(detail):
         if entry.name == "gpu" and entry.indices:
             out.extend(entry.indices)
+    return out
+
+
+#: Shared GRES names whose devices are GPUs (Slurm's gres/shard and gres/mps plugins).
+SHARED_GPU_GRES = frozenset({"shard", "mps"})
+
+
+def gpu_devices(detail: str) -> list[int]:
+    """GPU device positions of one ``gres_detail`` string, in order, each once.
+
+    ``gpu`` entries give their ``IDX`` list (a MIG instance is one ``gpu`` device of its own
+    type, e.g. ``gpu:1g.10gb:1(IDX:3)``: the position of the instance among the node's gpu
+    devices); ``shard``/``mps`` entries give every position with a non-zero used count
+    (``shard:2(0/8,2/8)`` -> ``[1]``: shard position i is the i-th shard line of the node's
+    gres.conf, one per GPU in GPU order).
+    """
+    out: list[int] = []
+    for entry in _parse_cached(detail):
+        if entry.name == "gpu" and entry.indices:
+            out.extend(i for i in entry.indices if i not in out)
+        elif entry.name in SHARED_GPU_GRES and entry.shared_used:
+            out.extend(i for i, n in enumerate(entry.shared_used) if n > 0 and i not in out)
     return out
 
 

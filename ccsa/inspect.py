@@ -3,7 +3,9 @@
 For administrators ("why does this job have no GPUs?"): decode saved Slurm JSON documents of any
 supported command (kind detected from the document), merge sacct records with squeue/scontrol
 jobs of the same (cluster, job id), apply the config's gpuPciAddrs / ignoreHosts and print one
-JSON object per line on ``out``:
+JSON object per line on ``out``. With ``--topology`` (a saved ``GET /api/clusters/`` answer) and a
+sinfo document among the inputs, hwthreads and accelerators are decided as the daemon decides
+them (docs/resources.md):
 
 * ``{"kind": "start_job", "body": {...}}`` / ``{"kind": "stop_job", "body": {...}}``
 * ``{"kind": "node_state", "body": {...}}`` for a sinfo document
@@ -23,6 +25,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from ccsa import topology
 from ccsa.ccbackend.models import encode
 from ccsa.convert import (
     ConvertOptions,
@@ -37,6 +40,7 @@ from ccsa.convert import (
     stop_body_from_queue,
 )
 from ccsa.errors import CcsaError
+from ccsa.nodestate import node_shapes
 from ccsa.slurm.decode import decode_any
 from ccsa.slurm.sacct import SacctDoc, SacctJob
 from ccsa.slurm.sinfo import SinfoDoc
@@ -120,10 +124,13 @@ def run(
     config_path: str | None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    topology_path: str | None = None,
 ) -> int:
     """Decode, merge and convert the documents in ``paths``; print JSON lines; 1 if any failed."""
     opts = _options(config_path, out, err)
     if opts is None:
+        return 1
+    if topology_path is not None and not _topology(topology_path, opts, out, err):
         return 1
     failed = False
     merged = _Merged()
@@ -148,22 +155,46 @@ def run(
             for job in doc.jobs:
                 merged.pair(job.cluster or doc.meta.cluster, job.job_id).queue = job
         elif isinstance(doc, SinfoDoc):
-            cluster = doc.sinfo[0].cluster if doc.sinfo else ""
-            _body_line(out, "node_state", node_state(doc, cluster or doc.meta.cluster, opts))
+            cluster = doc.sinfo[0].cluster or doc.meta.cluster if doc.sinfo else doc.meta.cluster
+            opts.layouts.set_shapes(cluster, node_shapes(doc))
+            _body_line(out, "node_state", node_state(doc, cluster, opts))
         else:
             err.write(f"inspect: {path}: {type(doc).__name__}: nothing to convert\n")
     handler = _StreamHandler(err)
-    logger = logging.getLogger("ccsa.convert")
-    logger.addHandler(handler)
+    loggers = [logging.getLogger(f"ccsa.{name}") for name in _LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         for pair in merged.jobs.values():
             _emit_job(out, pair, opts)
     finally:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
     return 1 if failed else 0
 
 
-def inspect_command(*documents: str, config: str | None = None) -> int:
+#: The modules whose warnings (unmapped GPUs, shape mismatches...) inspect prints.
+_LOGGERS = ("convert", "resources", "layout", "nodestate")
+
+
+def _topology(path: str, opts: ConvertOptions, out: TextIO, err: TextIO) -> bool:
+    """Load a saved ``GET /api/clusters/`` answer into ``opts``; False (error line) if unusable."""
+    try:
+        with open(path, "rb") as fh:
+            clusters, problems = topology.decode(fh.read())
+    except OSError as exc:
+        _line(out, {"kind": "error", "file": path, "message": f"cannot read: {exc.strerror}"})
+        return False
+    except topology.TopologyError as exc:
+        _line(out, {"kind": "error", "file": path, "message": str(exc)})
+        return False
+    for problem in problems:
+        err.write(f"inspect: {problem}\n")
+    opts.layouts.set_topology(clusters, 0.0, path)
+    return True
+
+
+def inspect_command(*documents: str, config: str | None = None, topology: str | None = None) -> int:
     """Show what ccsa would send for saved Slurm JSON documents (sacct, squeue, scontrol, sinfo).
 
     Prints one JSON object per line: ``start_job`` / ``stop_job`` bodies, ``skipped`` jobs with
@@ -174,9 +205,12 @@ def inspect_command(*documents: str, config: str | None = None) -> int:
     documents
         Saved output of ``sacct --json``, ``squeue --json``, ``scontrol show job --json``, ...
     config
-        Config file whose gpuPciAddrs / ignoreHosts to apply (optional).
+        Config file whose gpuPciAddrs / ignoreHosts / siblingNumbering to apply (optional).
+    topology
+        A saved ``GET /api/clusters/`` answer of cc-backend: hwthreads and accelerators are
+        then taken from its subcluster topologies, as the daemon does (optional).
     """
     if not documents:
         sys.stderr.write("inspect: name at least one saved Slurm JSON document\n")
         return 2
-    return run(list(documents), config)
+    return run(list(documents), config, topology_path=topology)

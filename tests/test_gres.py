@@ -47,10 +47,10 @@ E = GresEntry
             [E("gpu", "nvidia_h100_80gb_hbm3", 4, None, (0, 1))],
         ),
         ("gpu:a100:1(S:1)", [E("gpu", "a100", 1, None, (1,))]),
-        ("shard:4(2/8,2/8)", [E("shard", None, 4, None)]),
+        ("shard:4(2/8,2/8)", [E("shard", None, 4, None, shared_used=(2, 2))]),
         (
             "shard:a100:4(2/8,2/8),gpu:1(IDX:1)",
-            [E("shard", "a100", 4, None), E("gpu", None, 1, (1,))],
+            [E("shard", "a100", 4, None, shared_used=(2, 2)), E("gpu", None, 1, (1,))],
         ),
         ("gpu:0", [E("gpu", None, 0, None)]),
         ("gpu:4", [E("gpu", None, 4, None)]),

@@ -38,6 +38,11 @@ class SinfoGres(msgspec.Struct, gc=False):
     used: str = ""
 
 
+class SinfoRange(msgspec.Struct, gc=False):
+    minimum: Num = 0
+    maximum: Num = 0
+
+
 class SinfoPartition(msgspec.Struct, gc=False):
     name: str = ""
 
@@ -50,6 +55,10 @@ class SinfoGroup(msgspec.Struct, gc=False):
     cpus: SinfoCpus = msgspec.field(default_factory=SinfoCpus)
     memory: SinfoMemory = msgspec.field(default_factory=SinfoMemory)
     gres: SinfoGres = msgspec.field(default_factory=SinfoGres)
+    #: Per-node shape of the group's nodes (sockets, cores per socket, threads per core).
+    sockets: SinfoRange = msgspec.field(default_factory=SinfoRange)
+    cores: SinfoRange = msgspec.field(default_factory=SinfoRange)
+    threads: SinfoRange = msgspec.field(default_factory=SinfoRange)
     partition: SinfoPartition = msgspec.field(default_factory=SinfoPartition)
     cluster: str = ""
 

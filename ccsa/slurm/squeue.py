@@ -38,12 +38,20 @@ class Socket(msgspec.Struct, gc=False):
     cores: list[Core] = []
 
 
+class AllocCpus(msgspec.Struct, gc=False):
+    count: int = 0
+
+
 class Alloc(msgspec.Struct, gc=False):
-    """One node of a v0.0.41+ allocation; ``index`` is the position in the job's node list."""
+    """One node of a v0.0.41+ allocation; ``index`` is the position in the job's node list.
+
+    ``cpus.count``: CPUs (hardware threads) allocated on this node.
+    """
 
     index: int
     name: str
     sockets: list[Socket] = []
+    cpus: AllocCpus | None = None
 
 
 class ResNodes(msgspec.Struct, gc=False):
