@@ -20,7 +20,7 @@ import math
 import os
 import re
 import stat
-from typing import Annotated, Any, ClassVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
@@ -119,6 +119,11 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     cc_rest_ca_file: Annotated[str, _NEW] = ""
     cc_rest_insecure: Annotated[bool, _NEW] = False
     metrics_listen: Annotated[str, _NEW] = ""
+    #: How the OS numbers the hardware threads of a core where cc-backend has no topology:
+    #: "spread" (Linux on x86: thread t of core c is c + t * cores per node) or "consecutive".
+    sibling_numbering: Annotated[
+        Literal["spread", "consecutive"], _NEW, Meta(description='"spread" or "consecutive"')
+    ] = "spread"
 
 
 def _extra(field: msgspec.structs.FieldInfo) -> dict[str, object]:

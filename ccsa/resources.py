@@ -63,9 +63,7 @@ class ConvertOptions:
     def from_config(cls, cfg: Any) -> ConvertOptions:
         """Build from a ``ccsa.config.Config`` (``gpu_pci_addrs`` items have .pattern/.addrs)."""
         maps = tuple((m.pattern, tuple(m.addrs)) for m in cfg.gpu_pci_addrs)
-        numbering: Numbering = (
-            "consecutive" if getattr(cfg, "sibling_numbering", "") == "consecutive" else "spread"
-        )
+        numbering: Numbering = cfg.sibling_numbering
         return cls(gpu_pci_addrs=maps, ignore_hosts=cfg.ignore_hosts, layouts=Layouts(numbering))
 
     #: host -> pci_list(host): the regexes run once per host, not once per job and node.

@@ -65,6 +65,7 @@ def test_every_default(tmp_path: Path) -> None:
         "cc_rest_ca_file": "",
         "cc_rest_insecure": False,
         "metrics_listen": "",
+        "sibling_numbering": "spread",
         "config_path": path,
         "warnings": (),
     }
@@ -367,3 +368,11 @@ def test_docs_table_lists_every_key() -> None:
     for key in config.NEW_KEYS:
         row = next(line for line in doc.splitlines() if line.startswith(f"| `{key}`"))
         assert "new" in row.lower(), key
+
+
+def test_sibling_numbering_is_spread_or_consecutive() -> None:
+    opts = ConvertOptions.from_config(make_config(sibling_numbering="consecutive"))
+    assert opts.layouts.numbering == "consecutive"
+    with pytest.raises(ConfigError, match="siblingNumbering") as info:
+        make_config(sibling_numbering="linux")
+    assert "consecutive" in str(info.value)
