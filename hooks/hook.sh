@@ -1,9 +1,9 @@
 #!/bin/sh
 # slurmctld PrologSlurmctld/EpilogSlurmctld wrapper for ccsa (drop-in for cc-slurm-adapter).
 #
-# Install this file as /opt/cc-slurm-adapter/hook.sh, next to the adapter (docs/admin-guide.md):
-#   install -m 0755 hooks/hook.sh /opt/cc-slurm-adapter/hook.sh
-# and point slurm.conf at that path (prep/script is Slurm's default PrEp plugin):
+# Installed as /opt/cc-slurm-adapter/hook.sh, next to the adapter (docs/admin-guide.md), by
+#   cc-slurm-adapter files --install
+# and slurm.conf points at that path (prep/script is Slurm's default PrEp plugin):
 #   PrologSlurmctld=/opt/cc-slurm-adapter/hook.sh
 #   EpilogSlurmctld=/opt/cc-slurm-adapter/hook.sh
 #
@@ -12,12 +12,19 @@
 # fail or requeue the job, and a stopped daemon must never stop a cluster. A job the hook could not
 # report is still picked up by the daemon's next poll.
 #
-# CCSA_ADAPTER overrides the adapter's absolute path (tests); CCSA_CONFIG adds "-config FILE"
-# (needed only when prepSockConnectPath is not the default; the file must then be readable by the
-# slurm user). Failures go to syslog (logger) and to stderr (slurmctld's log).
+# The hook needs the daemon's socket, never the cc-backend JWT: it does not read config.json
+# (readable by the service user only). When prepSockConnectPath is not the default socket, put
+# the address alone into /opt/cc-slurm-adapter/hook.json, readable by group slurm:
+#   {"prepSockConnectPath": "/run/cc-slurm-adapter/daemon.sock"}
+# and the hook passes that file with -config. CCSA_CONFIG names another such file, CCSA_ADAPTER
+# the adapter's absolute path (tests). Failures go to syslog (logger) and to stderr (slurmctld's
+# log).
 
 ADAPTER="${CCSA_ADAPTER:-/opt/cc-slurm-adapter/cc-slurm-adapter}"
 CONFIG="${CCSA_CONFIG:-}"
+if [ -z "$CONFIG" ] && [ -e /opt/cc-slurm-adapter/hook.json ]; then
+    CONFIG=/opt/cc-slurm-adapter/hook.json
+fi
 
 if [ -n "$CONFIG" ]; then
     set -- -config "$CONFIG"
