@@ -33,6 +33,7 @@ from typing import Any, Protocol, TextIO
 
 import trio
 
+from ccsa import convert
 from ccsa.config import Config
 from ccsa.daemon import plan
 from ccsa.daemon.delivery import Delivery
@@ -357,11 +358,10 @@ async def _chunk(
     begin, end = (datetime.fromtimestamp(int(t), UTC) for t in window)
     doc = await slurm.sacct_window(cluster, begin, end)
     accts = of_cluster(doc.jobs, cluster)
-    conv = syncer.conv
-    running = [j.job_id for j in accts if not conv.is_finished(j)]
+    running = [j.job_id for j in accts if not convert.is_finished(j)]
     queue = {q.job_id: q for q in await slurm.squeue_jobs(cluster, running)} if running else {}
     known = syncer.store.known_jobs_for(cluster, [j.job_id for j in accts])
-    decision = plan.decide(cluster, accts, queue, known, conv, full_queue=False)
+    decision = plan.decide(cluster, accts, queue, known, syncer.opts, full_queue=False)
     actions = await syncer.build(cluster, decision)
     applied = syncer.apply(cluster, actions, watermark=None)
     log.info(

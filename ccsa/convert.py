@@ -114,11 +114,6 @@ def start_time(acct: SacctJob) -> int | None:
     return timestamp(acct.time.start)
 
 
-def job_key(acct: SacctJob) -> tuple[str, int, int]:
-    """(cluster, job id, start time or 0): cc-backend's identity of one run of a job."""
-    return (acct.cluster, acct.job_id, start_time(acct) or 0)
-
-
 def is_finished(acct: SacctJob) -> bool:
     """True when the run is over: end time set and the state no longer alive.
 
@@ -189,16 +184,6 @@ def _requested_counts(acct: SacctJob, gpus: int) -> tuple[int, int]:
         requested = []
     req_cpus, req_gpus = _scan_tres(requested)
     return req_cpus or num(acct.required.CPUs) or 0, gpus or req_gpus
-
-
-def num_hwthreads(acct: SacctJob) -> int:
-    """CPU count: TRES allocated ``cpu``, else requested, then ``required.CPUs``."""
-    return tres_counts(acct)[0]
-
-
-def num_acc(acct: SacctJob) -> int:
-    """GPU count from TRES: ``gres``/``gpu``, else the sum of typed ``gpu:xxx`` entries."""
-    return tres_counts(acct)[1]
 
 
 def host_resources(acct: SacctJob) -> list[Resource]:

@@ -41,7 +41,6 @@ from ccsa.config import Config, make_config
 from ccsa.daemon import plan
 from ccsa.daemon.plan import JobKey, KnownJob
 from ccsa.daemon.supervisor import Daemon, main
-from ccsa.daemon.sync import ConvertAdapter
 from ccsa.errors import SlurmDecodeError
 from ccsa.sim.ccbackend.clusters import minimal
 from ccsa.sim.ccbackend.server import StandIn
@@ -280,7 +279,6 @@ def feed(kind: str, data: bytes) -> str:
 
     Raises whatever the Slurm layer raises other than SlurmDecodeError (the test's failure).
     """
-    conv = ConvertAdapter(_OPTS)
     try:
         decode_any(data, source="mutated")
     except SlurmDecodeError:
@@ -298,21 +296,21 @@ def feed(kind: str, data: bytes) -> str:
     if kind == "sacct":
         # As a poll sees it: nothing known yet; then again with every job known and running
         # (stops, requeue detection, stale marks).
-        decision = plan.decide("c", doc.jobs, {}, {}, conv, full_queue=True)
-        n = _check_actions(plan.build(decision, conv))
+        decision = plan.decide("c", doc.jobs, {}, {}, _OPTS, full_queue=True)
+        n = _check_actions(plan.build(decision, _OPTS))
         known: dict[tuple[int, int], KnownJob] = {}
         for j in doc.jobs:
-            st = conv.start_time(j)
+            st = convert.start_time(j)
             if st is not None:
-                key = JobKey("c", conv.job_id(j), max(0, st - 5))
+                key = JobKey("c", j.job_id, max(0, st - 5))
                 known[(key.job_id, key.start_time)] = KnownJob(key, "started", stale=True)
-        decision = plan.decide("c", doc.jobs, {}, known, conv, full_queue=True)
-        n += _check_actions(plan.build(decision, conv))
+        decision = plan.decide("c", doc.jobs, {}, known, _OPTS, full_queue=True)
+        n += _check_actions(plan.build(decision, _OPTS))
         return f"{n} actions"
     made = 0
     queue = {q.job_id: q for q in qdoc.jobs}
     for q in qdoc.jobs:
-        captured = conv.capture_resources(q)
+        captured = convert.capture_resources(q, _OPTS)
         body = convert.start_body_from_queue(q, resources=captured, opts=_OPTS)
         if isinstance(body, StartJob):
             _roundtrip(body)
@@ -326,7 +324,7 @@ def feed(kind: str, data: bytes) -> str:
         (jid, 1): KnownJob(JobKey("c", jid, 1), "start_queued", resources_complete=False)
         for jid in queue
     }
-    plan.decide("c", [], queue, known, conv, full_queue=True)
+    plan.decide("c", [], queue, known, _OPTS, full_queue=True)
     return f"{made} bodies"
 
 
@@ -371,7 +369,6 @@ def test_hostile_values_in_a_real_job_become_skips_not_crashes(shared: Path) -> 
     """Targeted: a sacct job whose nodes cannot be expanded, with a negative id or start."""
     entry = next(e for e in _DOCS if e["equiv_cli"] == "sacct" and "24.11" in e["file"])
     raw = json.loads((shared / "fixtures" / "slurm" / entry["file"]).read_bytes())
-    conv = ConvertAdapter(_OPTS)
     for field, value in (("nodes", "n[9-1]"), ("nodes", "None assigned"), ("job_id", -5)):
         doc = copy.deepcopy(raw)
         for job in doc["jobs"]:
@@ -381,7 +378,7 @@ def test_hostile_values_in_a_real_job_become_skips_not_crashes(shared: Path) -> 
             decoded = sacct.decode(json.dumps(doc).encode(), command="sacct")
         except SlurmDecodeError:
             continue
-        actions = plan.build(plan.decide("c", decoded.jobs, {}, {}, conv, full_queue=True), conv)
+        actions = plan.build(plan.decide("c", decoded.jobs, {}, {}, _OPTS, full_queue=True), _OPTS)
         assert all(not isinstance(a, plan.QueueStart) or a.body.job_id >= 0 for a in actions)
         _check_actions(actions)
 

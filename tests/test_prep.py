@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,8 @@ from ccsa.daemon.prep import (
     bind_unix,
     parse_message,
 )
+from ccsa.daemon.store import ApplyResult
+from ccsa.daemon.sync import LookupResult
 from ccsa.errors import DaemonError, SlurmCommandError
 from ccsa.sockaddr import TcpAddr, UnixAddr
 
@@ -50,12 +51,6 @@ def test_parse_message() -> None:
             parse_message(bad)
 
 
-@dataclass
-class Answer:
-    started: frozenset[int]
-    finished: frozenset[int]
-
-
 class FakeSlurm:
     """Answers lookups like sacct would: jobs appear once they are 'visible'."""
 
@@ -65,13 +60,14 @@ class FakeSlurm:
         self.calls: list[tuple[float, str, list[int]]] = []
         self.fail = 0
 
-    async def lookup(self, cluster: str, ids: Collection[int]) -> Answer:
+    async def lookup(self, cluster: str, ids: Collection[int]) -> LookupResult:
         self.calls.append((trio.current_time(), cluster, sorted(ids)))
         await trio.sleep(0.5)  # a sacct call takes a while
         if self.fail:
             self.fail -= 1
             raise SlurmCommandError(["sacct"], 1, "slurmdbd down")
-        return Answer(frozenset(self.started & set(ids)), frozenset(self.finished & set(ids)))
+        started, finished = self.started & set(ids), self.finished & set(ids)
+        return LookupResult(frozenset(started), frozenset(finished), ApplyResult())
 
 
 async def test_flood_cannot_postpone_the_first_lookup(

@@ -146,13 +146,13 @@ async def test_syncer_prefetches_only_new_jobs_and_the_lookup_uses_it(
         fetched.append(job_id)
         return await syncer.slurm.batch_script(cluster, job_id)
 
-    syncer.scripts = ScriptCache(fetch, stats=syncer.stats)
+    syncer.scripts.cache = cache = ScriptCache(fetch, stats=syncer.stats)
     new = sim.submit(JobSpec(user="bob", shape=Shape(cpus_per_node=2), duration=600))
     sim.advance(10)
     async with trio.open_nursery() as nursery:
-        await nursery.start(syncer.scripts.run)
-        syncer.prefetch_script("c1", old)  # started already: needs no script
-        syncer.prefetch_script("c1", new)
+        await nursery.start(cache.run)
+        syncer.scripts.prefetch("c1", old)  # started already: needs no script
+        syncer.scripts.prefetch("c1", new)
         result = await syncer.lookup("c1", [old, new])
         nursery.cancel_scope.cancel()
     assert fetched == [new]
@@ -160,6 +160,6 @@ async def test_syncer_prefetches_only_new_jobs_and_the_lookup_uses_it(
     scontrol = [c for c in sim.calls() if "batch_script" in str(c["argv"])]
     assert len(scontrol) == 2  # `old` by its poll, `new` once, ahead of the lookup
     assert syncer.stats.scripts_prefetch_hits == 1
-    syncer.scripts_in_sacct["c1"] = True  # slurmdbd stores scripts: sacct has them
-    syncer.prefetch_script("c1", new + 1)
-    assert len(syncer.scripts) == 0
+    syncer.scripts.in_sacct["c1"] = True  # slurmdbd stores scripts: sacct has them
+    syncer.scripts.prefetch("c1", new + 1)
+    assert len(cache) == 0

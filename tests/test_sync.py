@@ -18,9 +18,10 @@ import pytest
 
 from ccsa import convert
 from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
-from ccsa.daemon.plan import JobKey, QueueStart, SubWindows
+from ccsa.daemon.plan import JobKey, QueueStart
 from ccsa.daemon.store import Store
-from ccsa.daemon.sync import ConvertAdapter, Syncer
+from ccsa.daemon.sync import Syncer
+from ccsa.daemon.windows import SubWindows
 from ccsa.errors import SlurmError
 from ccsa.sim.slurm import JobSpec, JobTruth, Shape, SimCluster
 from ccsa.slurm.commands import Slurm
@@ -41,7 +42,7 @@ def make_syncer(
     return Syncer(
         slurm,
         store,
-        ConvertAdapter(OPTS),
+        OPTS,
         now=lambda: sim.now,
         rest=True,
         nats=False,

@@ -56,7 +56,7 @@ async def test_scripts_from_one_sacct_where_slurmdbd_stores_them(
     sim.advance(30)
     syncer = make_syncer(sim, store)
     await syncer.tick("c1")  # the poll: 4 new starts
-    assert syncer.scripts_in_sacct["c1"] is stored
+    assert syncer.scripts.in_sacct["c1"] is stored
     poll_scontrol = _calls(sim, "scontrol", "batch_script")
     poll_sacct_b = _calls(sim, "sacct", "--batch-script")
     assert (poll_scontrol, poll_sacct_b) == ((0, 1) if stored else (len(polled), 1))

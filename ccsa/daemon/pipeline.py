@@ -25,10 +25,10 @@ from ccsa.ccbackend.client import BackendClient
 from ccsa.ccbackend.models import NodeStateRequest, StartJob, StopJob, encode
 from ccsa.config import Config
 from ccsa.daemon.delivery import Delivery, NatsPublisher
-from ccsa.daemon.plan import FIRST_SUB_WINDOW, SubWindows
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
-from ccsa.daemon.sync import ConvertAdapter, Syncer
+from ccsa.daemon.sync import Syncer
+from ccsa.daemon.windows import FIRST_SUB_WINDOW, SubWindows
 from ccsa.natsbus import lineproto
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.runner import SlurmRunner
@@ -138,7 +138,7 @@ async def build(
     syncer = Syncer(
         slurm,
         store,
-        ConvertAdapter(convert.ConvertOptions.from_config(cfg)),
+        convert.ConvertOptions.from_config(cfg),
         now=now,
         rest=cfg.cc_rest_submit_jobs,
         nats=cfg.nats_enabled,

@@ -4,21 +4,22 @@ No I/O here (no trio, httpx, sqlite): `decide` looks at the sacct jobs of a wind
 `sacct -j` lookup), the slurmctld queue and the known-job rows, and says which jobs need a start,
 which a stop, whose pending start can now get its resources, and which running jobs look stale.
 `build` then turns that decision plus the fetched metadata into the actions the store applies in
-one transaction. `SubWindows` cuts a long poll window (a backlog after downtime, the first sync)
-into consecutive sub-windows sized by the job density seen so far, so one ``sacct`` answer (the
-daemon's peak memory) stays small while a normal poll remains one call. The Slurm view objects
-are opaque here: every question about them goes through a `Converter` (in production a thin
-adapter over `ccsa.convert`), so this module can be tested with small hand-made jobs as well as
-with real Slurm fixtures.
+one transaction. It reads the decoded Slurm views (`SacctJob`, `QueueJob`) and asks the pure
+functions of `ccsa.convert` every question about them (start time, finished, resources, bodies),
+so the rules live in one place and mypy checks every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple
 
+from ccsa import convert
 from ccsa.ccbackend.models import Resource, StartJob, StopJob
+from ccsa.convert import ConvertOptions
+from ccsa.slurm.sacct import SacctJob
+from ccsa.slurm.squeue import QueueJob
 
 Phase = Literal["start_queued", "started", "stop_queued", "stopped", "ignored"]
 
@@ -50,46 +51,6 @@ class KnownJob:
     stale: bool = False
     partition: str = ""
     start_delivered_at: float | None = None
-
-
-class Converter(Protocol):
-    """What the planner asks about Slurm's job views (adapter over `ccsa.convert`)."""
-
-    def job_id(self, job: Any) -> int: ...
-
-    def start_time(self, acct: Any) -> int | None:
-        """Epoch start of a sacct job, None if it never started."""
-        ...
-
-    def is_finished(self, acct: Any) -> bool: ...
-
-    def partition(self, acct: Any) -> str: ...
-
-    def job_script(self, acct: Any) -> str:
-        """sacct's own ``script`` field ("" when slurmdbd does not store scripts)."""
-        ...
-
-    def capture_resources(self, queue_job: Any) -> list[Resource] | None:
-        """hwthreads/accelerators from slurmctld's view, None if it has no allocation."""
-        ...
-
-    def host_resources(self, acct: Any) -> list[Resource]:
-        """Host-name-only resources from sacct's node list (the fallback)."""
-        ...
-
-    def start_body(
-        self,
-        acct: Any,
-        *,
-        resources: list[Resource],
-        queue: Any | None,
-        slurm_info: str,
-        job_script: str,
-    ) -> StartJob | str:
-        """The start_job body, or the reason (str) why this job is not sent at all."""
-        ...
-
-    def stop_body(self, acct: Any, start_time: int) -> StopJob | None: ...
 
 
 # --- actions -------------------------------------------------------------------------------
@@ -149,8 +110,10 @@ class Decision:
     """What `decide` found; `build` turns it into actions once metadata is fetched."""
 
     cluster: str
-    starts: list[tuple[Any, Any | None]] = field(default_factory=list)
-    stops: list[tuple[Any, int]] = field(default_factory=list)
+    #: new starts: the sacct record and slurmctld's record of the same run (None: not seen)
+    starts: list[tuple[SacctJob, QueueJob | None]] = field(default_factory=list)
+    #: stops: the sacct record and the run's start time
+    stops: list[tuple[SacctJob, int]] = field(default_factory=list)
     extra: list[Action] = field(default_factory=list)
     lookup: list[int] = field(default_factory=list)
     stop_keys: set[tuple[int, int]] = field(default_factory=set)
@@ -160,32 +123,58 @@ class Decision:
     #: (``scontrol show job --json``, ``squeue -t all``); pass them back to `decide` as `recent`.
     unseen: list[int] = field(default_factory=list)
 
-    def metadata_ids(self, conv: Converter) -> list[int]:
+    def metadata_ids(self) -> list[int]:
         """Ids of new starts still in slurmctld: only those have scontrol text / batch script."""
-        return [conv.job_id(acct) for acct, queue in self.starts if queue is not None]
+        return [acct.job_id for acct, queue in self.starts if queue is not None]
 
-    def script_ids(self, conv: Converter) -> list[int]:
+    def script_ids(self) -> list[int]:
         """Ids of new starts in slurmctld whose sacct record carries no job script."""
-        return [
-            conv.job_id(acct)
-            for acct, queue in self.starts
-            if queue is not None and not conv.job_script(acct)
-        ]
+        return [acct.job_id for acct, queue in self.starts if queue is not None and not acct.script]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.starts or self.stops or self.extra or self.lookup)
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """slurmctld's metadata of new starts by job id, and which ids were asked for already.
+
+    ``slurm_info``: ``scontrol show job`` text; ``scripts``: batch scripts (sacct's own
+    ``script`` field wins over these). ``info_asked`` / ``scripts_asked``: ids fetched already
+    (a hook lookup fetches the metadata of jobs it does not know alongside its sacct call), not
+    to be asked again even where the answer had nothing.
+    """
+
+    slurm_info: Mapping[int, str] = field(default_factory=dict)
+    scripts: Mapping[int, str] = field(default_factory=dict)
+    info_asked: frozenset[int] = frozenset()
+    scripts_asked: frozenset[int] = frozenset()
+
+    def __or__(self, other: Metadata) -> Metadata:
+        return Metadata(
+            {**self.slurm_info, **other.slurm_info},
+            {**self.scripts, **other.scripts},
+            self.info_asked | other.info_asked,
+            self.scripts_asked | other.scripts_asked,
+        )
+
+
+#: No metadata at all (the jobs' starts go out without slurmInfo and, unless sacct carries
+#: it, without the job script).
+NO_METADATA = Metadata()
+
+
+def of_cluster(jobs: Iterable[SacctJob], cluster: str) -> list[SacctJob]:
+    """The sacct records of ``cluster`` (a record naming no cluster counts as ours)."""
+    return [j for j in jobs if not j.cluster or j.cluster == cluster]
 
 
 def decide(
     cluster: str,
-    accts: Iterable[Any],
-    queue: Mapping[int, Any] | None,
+    accts: Iterable[SacctJob],
+    queue: Mapping[int, QueueJob] | None,
     known: Mapping[tuple[int, int], KnownJob],
-    conv: Converter,
+    opts: ConvertOptions,
     *,
     full_queue: bool,
-    recent: Mapping[int, Any] | None = None,
+    recent: Mapping[int, QueueJob] | None = None,
 ) -> Decision:
     """Compare Slurm's view with the known jobs of one cluster.
 
@@ -193,6 +182,7 @@ def decide(
         accts: sacct jobs (a poll window, or the answer to a ``sacct -j`` lookup).
         queue: slurmctld's jobs by id (``squeue --all`` or ``squeue -j``), None if not asked.
         known: the cluster's known-job rows keyed by (job_id, start_time).
+        opts: the configured conversion options (gpuPciAddrs for captured resources).
         full_queue: True when `queue` is the complete ``squeue --all``; only then can a job
             missing from it be called stale.
         recent: slurmctld's records of jobs missing from `queue` (finished, but still within
@@ -207,15 +197,15 @@ def decide(
     settled: set[tuple[int, int]] = set()  # keys this window already decides about
 
     for acct in accts:
-        jid = conv.job_id(acct)
-        start = conv.start_time(acct)
+        jid = acct.job_id
+        start = convert.start_time(acct)
         if start is None:
             continue  # never started (pending, or cancelled before it ran)
         key = JobKey(cluster, jid, start)
         if (jid, start) in settled:
             continue  # the same record twice (overlapping answers)
         settled.add((jid, start))
-        finished = conv.is_finished(acct)
+        finished = convert.is_finished(acct)
         live = queue.get(jid) if queue is not None else None
         q = live if live is not None or recent is None else recent.get(jid)
         unseen = q is None and queue is not None
@@ -237,7 +227,7 @@ def decide(
             continue
         if row.phase == "start_queued" and not row.resources_complete:
             if q is not None:
-                resources = conv.capture_resources(q)
+                resources = convert.capture_resources(q, opts)
                 if resources:
                     decision.extra.append(UpdateResources(key, resources))
             elif unseen:
@@ -255,7 +245,7 @@ def decide(
 
 def _stale_check(
     decision: Decision,
-    queue: Mapping[int, Any],
+    queue: Mapping[int, QueueJob],
     known: Mapping[tuple[int, int], KnownJob],
     settled: set[tuple[int, int]],
 ) -> None:
@@ -296,109 +286,34 @@ def _requeue_stop(older: KnownJob, new_start: int) -> QueueStop:
     return QueueStop(older.key, body, older.partition)
 
 
-def build(
-    decision: Decision,
-    conv: Converter,
-    *,
-    slurm_info: Mapping[int, str] | None = None,
-    scripts: Mapping[int, str] | None = None,
-) -> list[Action]:
+def build(decision: Decision, opts: ConvertOptions, meta: Metadata = NO_METADATA) -> list[Action]:
     """Turn a decision plus fetched metadata into store actions (starts before stops)."""
-    info = slurm_info or {}
-    fetched = scripts or {}
     actions: list[Action] = []
     ignored: set[tuple[int, int]] = set()
     for acct, queue in decision.starts:
-        jid = conv.job_id(acct)
-        start = conv.start_time(acct)
+        jid = acct.job_id
+        start = convert.start_time(acct)
         assert start is not None  # decide() only keeps started jobs
         key = JobKey(decision.cluster, jid, start)
-        captured = conv.capture_resources(queue) if queue is not None else None
-        resources = captured if captured else conv.host_resources(acct)
-        body = conv.start_body(
+        captured = convert.capture_resources(queue, opts) if queue is not None else None
+        resources = captured if captured else convert.host_resources(acct)
+        body = convert.start_body(
             acct,
             resources=resources,
             queue=queue,
-            slurm_info=info.get(jid, ""),
-            job_script=conv.job_script(acct) or fetched.get(jid, ""),
+            slurm_info=meta.slurm_info.get(jid) or None,
+            job_script=acct.script or meta.scripts.get(jid) or None,
+            opts=opts,
         )
-        if isinstance(body, str):
+        if isinstance(body, convert.Skip):
             ignored.add((jid, start))
-            actions.append(Ignore(key, body))
+            actions.append(Ignore(key, body.reason))
             continue
-        actions.append(QueueStart(key, body, conv.partition(acct), bool(captured)))
+        actions.append(QueueStart(key, body, acct.partition, bool(captured)))
     actions.extend(decision.extra)
     for acct, start in decision.stops:
-        jid = conv.job_id(acct)
-        if (jid, start) in ignored:
+        if (acct.job_id, start) in ignored:
             continue
-        stop = conv.stop_body(acct, start)
-        if stop is not None:
-            key = JobKey(decision.cluster, jid, start)
-            actions.append(QueueStop(key, stop, conv.partition(acct)))
+        key = JobKey(decision.cluster, acct.job_id, start)
+        actions.append(QueueStop(key, convert.stop_body(acct, start), acct.partition))
     return actions
-
-
-# --- sub-windows of a long poll window ------------------------------------------------------
-
-
-#: Default length of a poll's first sub-window (seconds).
-FIRST_SUB_WINDOW = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class SubWindows:
-    """How a long poll window is cut into consecutive sub-windows, one ``sacct`` call each.
-
-    ``sacct --json`` costs about 10 KB per job record, and reading one answer briefly holds it
-    twice (the pipe chunks and their join), so the first sync of a 10k-job backlog in ONE call
-    peaked at ~300 MiB. Job density is unknown and uneven (an idle week, then a busy day), so
-    each sub-window's length is chosen from the previous one's answer (`next_span`) and capped
-    (`longest`): the cap bounds the damage when a long quiet stretch ends in a busy one.
-
-    Args:
-        first: length of the first sub-window. A window at most `SLACK` times this long is ONE
-            call, so a normal poll (window ~ slurmPollInterval + overlap) is never split.
-        longest: upper bound of any later sub-window.
-        shortest: lower bound (a burst of jobs eligible within one second cannot be split).
-        target: job records one sub-window should return.
-    """
-
-    first: float = FIRST_SUB_WINDOW
-    longest: float = 6 * 3600.0
-    shortest: float = 60.0
-    target: int = 2000
-
-    #: The last sub-window may be this much longer than planned instead of leaving a short tail.
-    SLACK = 1.5
-
-    def cut(self, begin: float, end: float, span: float) -> float:
-        """End of the sub-window that starts at `begin` (`end` when the rest fits in one).
-
-        Inner boundaries are whole seconds: sacct takes whole seconds, so consecutive
-        sub-windows share their boundary second instead of leaving a gap.
-        """
-        if end - begin <= span * self.SLACK:
-            return end
-        return float(max(int(begin + span), int(begin) + 1))
-
-    def next_span(self, span: float, *, fresh: int, carried: int) -> float:
-        """Length of the next sub-window after one of length `span` returned `fresh` records
-        that became eligible inside it, and `carried` records still active at its end.
-
-        sacct returns every job active at some moment of the window, so the next answer holds
-        about ``carried + rate * span'`` records (``rate = fresh / span``): solve for
-        ``target``. Carried records (a deep pending queue, long jobs) come back in every answer
-        whatever its length: once they alone approach the target, shrinking would only read
-        them again and again (a 50k-job backlog with an 18k-job queue read 18x its size), so
-        the new records may then match the carried ones (at most 2x the unavoidable answer,
-        and at most 2x the minimal reading). Growth is at most 2x per step.
-        """
-        budget = max(self.target - carried, carried)
-        want = span * 2 if fresh <= 0 else span * budget / fresh
-        return max(self.shortest, min(want, span * 2, max(self.longest, self.first)))
-
-
-def count_without_resources(actions: Sequence[Action]) -> int:
-    """How many starts go out with host names only (counted in the metrics)."""
-    return sum(1 for a in actions if isinstance(a, QueueStart) and not a.resources_complete)

@@ -23,13 +23,14 @@ import socket
 import stat
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 import trio
 
 from ccsa.daemon.snapshot import StatusSnapshot
 from ccsa.daemon.stats import Stats
+from ccsa.daemon.sync import LookupResult
 from ccsa.errors import DaemonError, SlurmError
 from ccsa.sockaddr import SockAddr, TcpAddr, UnixAddr
 
@@ -101,9 +102,11 @@ def parse_message(data: bytes) -> PrepEvent | StatusRequest:
 # --- coalescing ----------------------------------------------------------------------------
 
 
-#: ``lookup(cluster, ids)`` answering ``.started`` / ``.finished`` id sets
-#: (``ccsa.daemon.sync.Syncer.lookup``).
-Lookup = Callable[[str, Collection[int]], Awaitable[Any]]
+class Lookup(Protocol):
+    """Looks a batch of one cluster's job ids up and queues what it found
+    (`ccsa.daemon.sync.Syncer.lookup`); raises SlurmError when Slurm did not answer."""
+
+    def __call__(self, cluster: str, ids: Collection[int], /) -> Awaitable[LookupResult]: ...
 
 
 @dataclass(slots=True)
@@ -189,8 +192,7 @@ class Coalescer:
     async def _resolve(self, cluster: str, jobs: dict[int, _Pending]) -> None:
         try:
             answer = await self.lookup(cluster, sorted(jobs))
-            started: frozenset[int] = answer.started
-            finished: frozenset[int] = answer.finished
+            started, finished = answer.started, answer.finished
         except SlurmError as exc:
             log.warning("%s: hook lookup of %d jobs failed (will retry): %s", cluster, len(jobs),
                         exc)  # fmt: skip

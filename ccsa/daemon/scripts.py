@@ -1,4 +1,16 @@
-"""Job scripts fetched ahead: a hook event starts its new job's script fetch at once.
+"""Where a new job's batch script comes from (`ScriptSource`), and scripts fetched ahead.
+
+`ScriptSource` is the one place that chooses, per cluster, among three sources, best first:
+
+1. sacct's own ``script`` field, where slurmdbd stores scripts
+   (``AccountingStoreFlags=job_script``): one ``sacct -j IDS --batch-script`` serves many jobs,
+   and a hook lookup's own ``sacct -j`` carries them. Whether a cluster stores scripts is
+   learned from the answers (`ScriptSource.note`): yes once any record carries one, no when
+   started jobs came back without any.
+2. the hook-event prefetch cache (`ScriptCache`, below).
+3. ``scontrol write batch_script``, one call per job (Slurm has no call for several jobs).
+
+Missing scripts never block a start: it goes out without ``jobScript``.
 
 A hook lookup waits ``slurmQueryDelay`` before it asks sacct, because slurmdbd records a job a
 little after slurmctld started it. slurmctld holds the batch script from submission on, though,
@@ -17,12 +29,18 @@ that was dropped, never started or failed is simply done again by whoever needs 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
+from ccsa.convert import start_time
+from ccsa.daemon.plan import of_cluster
 from ccsa.daemon.stats import Stats
+from ccsa.daemon.store import Store
+from ccsa.errors import SlurmError
+from ccsa.slurm.commands import Slurm
+from ccsa.slurm.sacct import SacctJob
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +180,97 @@ class ScriptCache:
             if entry.born + self.keep > now:
                 return
             self._pop(key)
+
+
+class ScriptSource:
+    """Chooses where each new job's script comes from (module docstring), per cluster.
+
+    Args:
+        cache: scripts fetched when hook events arrived; None: fetched when needed.
+    """
+
+    def __init__(self, slurm: Slurm, store: Store, cache: ScriptCache | None = None) -> None:
+        self.slurm = slurm
+        self.store = store
+        self.cache = cache
+        #: Per cluster: does ``sacct --batch-script`` carry job scripts? Absent = not known yet.
+        self.in_sacct: dict[str, bool] = {}
+
+    def ask_sacct(self, cluster: str) -> bool:
+        """Should a ``sacct -j`` of new jobs ask for ``--batch-script``? Yes unless learned that
+        slurmdbd stores none."""
+        return self.in_sacct.get(cluster) is not False
+
+    def from_slurmctld_ahead(self, cluster: str, new_ids: Sequence[int]) -> list[int]:
+        """Which of a lookup's new jobs get their script from slurmctld alongside its sacct
+        call (one round of Slurm calls, not two): all, unless sacct is known to carry them."""
+        return [] if self.in_sacct.get(cluster) else list(new_ids)
+
+    def note(self, cluster: str, accts: Sequence[SacctJob]) -> None:
+        """Learn from a ``sacct --batch-script`` answer whether slurmdbd stores job scripts."""
+        if self.in_sacct.get(cluster):
+            return
+        if any(j.script for j in accts):
+            self.in_sacct[cluster] = True
+            log.info(
+                "%s: slurmdbd stores job scripts: new jobs' scripts come from sacct "
+                "--batch-script, one call for many jobs instead of one scontrol per job",
+                cluster,
+            )
+        elif cluster not in self.in_sacct and any(_started(j) for j in accts):
+            self.in_sacct[cluster] = False
+            log.debug("%s: sacct --batch-script carries no scripts: using scontrol", cluster)
+
+    def prefetch(self, cluster: str, job_id: int) -> None:
+        """A hook event arrived: fetch the job's script now if its start will need one from
+        slurmctld (a job not known yet, where sacct carries no scripts), so the lookup after
+        ``slurmQueryDelay`` finds it ready."""
+        if self.cache is None or self.in_sacct.get(cluster):
+            return
+        if self.store.known_jobs_for(cluster, [job_id]):
+            return
+        self.cache.prefetch(cluster, job_id)
+
+    async def fetch(self, cluster: str, ids: Sequence[int], *, sacct: bool) -> dict[int, str]:
+        """Scripts of ``ids`` (new starts whose own sacct record carried none). ``sacct``: try
+        one ``sacct -j IDS --batch-script`` first (unless learned useless); the rest come from
+        slurmctld. A job sacct lists without a script where slurmdbd stores them has none
+        (srun, salloc) and costs no scontrol call."""
+        found: dict[int, str] = {}
+        rest: Iterable[int] = ids
+        if sacct and ids and self.ask_sacct(cluster):
+            found, listed = await self._from_sacct(cluster, ids)
+            if self.in_sacct.get(cluster):
+                rest = [i for i in ids if i not in listed]
+        rest = list(rest)
+        if rest:
+            found = {**await self.from_slurmctld(cluster, rest), **found}
+        return found
+
+    async def from_slurmctld(self, cluster: str, ids: Sequence[int]) -> dict[int, str]:
+        """Scripts from the prefetch cache, the others by ``scontrol write batch_script``."""
+        scripts: dict[int, str] = {}
+        rest: Sequence[int] = ids
+        if self.cache is not None:
+            scripts, rest = await self.cache.take(cluster, ids)
+        if rest:
+            scripts.update(await self.slurm.batch_scripts(cluster, rest))
+        return scripts
+
+    async def _from_sacct(
+        self, cluster: str, ids: Sequence[int]
+    ) -> tuple[dict[int, str], set[int]]:
+        """(scripts, ids sacct listed) from one ``sacct -j IDS --batch-script``. When sacct
+        fails, nothing: slurmctld is then asked instead."""
+        try:
+            doc = await self.slurm.sacct_jobs(cluster, ids, scripts=True)
+        except SlurmError as exc:
+            log.warning("%s: no job scripts from sacct for %d jobs: %s", cluster, len(ids), exc)
+            return {}, set()
+        jobs = of_cluster(doc.jobs, cluster)
+        self.note(cluster, jobs)
+        return {j.job_id: j.script for j in jobs if j.script}, {j.job_id for j in jobs}
+
+
+def _started(acct: SacctJob) -> bool:
+    return start_time(acct) is not None

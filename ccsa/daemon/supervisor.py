@@ -280,11 +280,11 @@ async def _serve(
             return await daemon.syncer.slurm.batch_script(cluster, job_id)
 
     script_cache = ScriptCache(fetch_script, stats=daemon.stats)
-    daemon.syncer.scripts = script_cache
+    daemon.syncer.scripts.cache = script_cache
 
     def on_event(event: PrepEvent) -> None:
         if coalescer.put(event):
-            daemon.syncer.prefetch_script(event.cluster, event.job_id)
+            daemon.syncer.scripts.prefetch(event.cluster, event.job_id)
 
     server = PrepServer(on_event, daemon.status, stats=daemon.stats)
     stopping: list[str] = []

@@ -1,0 +1,119 @@
+"""slurmctld's records of jobs a plan found missing from its squeue answer.
+
+A new start (or a queued start still without its resources) that sacct shows but the live
+squeue answer does not list ended between two polls, or while slurmdbd was down. Its resources
+can still come from two places, best first:
+
+* the live record remembered from an earlier squeue answer (`LiveRecords.remember`): RUNNING,
+  cores and GPU indices. A short job can end before the plan that starts it runs: a hook
+  lookup then finds only slurmctld's finished record, while an earlier answer, whose own plan
+  was still fetching metadata (or whose daemon was killed before it committed), saw it running
+  with its GPUs (both found by the soak). The record is stored durably the moment an answer is
+  decoded, only for jobs not started in cc-backend yet, and only for `MEMORY_SECONDS`.
+* slurmctld's record of the finished job (`LiveRecords.recent`): ``scontrol show job --json``
+  still lists jobs that ended less than MinJobAge ago, with their cores (not their GPU
+  indices: ``gres_detail`` is emptied when a job ends).
+
+Either is used only for the run sacct describes (same start time): a requeued job's current run
+is not its earlier one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import msgspec
+
+from ccsa import convert
+from ccsa.daemon.plan import KnownJob
+from ccsa.daemon.store import Store
+from ccsa.errors import SlurmError
+from ccsa.slurm.commands import Slurm
+from ccsa.slurm.sacct import SacctJob
+from ccsa.slurm.squeue import QueueJob
+from ccsa.slurm.types import first
+
+log = logging.getLogger(__name__)
+
+#: How long a remembered live squeue record of a not-yet-started job is kept: long enough for
+#: the slowest poll to plan the job, short enough to stay small.
+MEMORY_SECONDS = 3600.0
+_live_encoder = msgspec.json.Encoder()
+_live_decoder = msgspec.json.Decoder(QueueJob)
+
+
+class LiveRecords:
+    """Remembers live squeue records and finds the best record of jobs missing from squeue."""
+
+    def __init__(self, slurm: Slurm, store: Store, now: Callable[[], float]) -> None:
+        self.slurm = slurm
+        self.store = store
+        self.now = now
+
+    def remember(
+        self,
+        cluster: str,
+        queue_jobs: Sequence[QueueJob],
+        known: Mapping[tuple[int, int], KnownJob],
+    ) -> None:
+        """Durably keep the live record of every RUNNING job whose start is not delivered yet
+        (the module docstring says why)."""
+        records: list[tuple[int, int, bytes]] = []
+        for q in queue_jobs:
+            if first(q.job_state) != "RUNNING":
+                continue
+            start = convert.queue_start_time(q)
+            if start is None:
+                continue
+            row = known.get((q.job_id, start))
+            if row is not None and (row.phase != "start_queued" or row.resources_complete):
+                continue
+            records.append((q.job_id, start, _live_encoder.encode(q)))
+        if records:
+            self.store.remember_live(cluster, records, now=self.now(), keep=MEMORY_SECONDS)
+
+    async def for_unseen(
+        self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
+    ) -> dict[int, QueueJob]:
+        """The best record of each of ``ids`` (missing from squeue): remembered, else recent."""
+        found = self.remembered(cluster, ids, accts)
+        missing = [jid for jid in ids if jid not in found]
+        if missing:
+            found = {**await self.recent(cluster, missing, accts), **found}
+        return found
+
+    def remembered(
+        self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
+    ) -> dict[int, QueueJob]:
+        """Remembered live records of ``ids``, each only for the run sacct describes."""
+        stored = self.store.live_records(cluster, ids)
+        found: dict[int, QueueJob] = {}
+        for acct in accts:
+            rec = stored.get((acct.job_id, convert.start_time(acct) or -1))
+            if rec is not None:
+                found[acct.job_id] = _live_decoder.decode(rec)
+        return found
+
+    async def recent(
+        self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
+    ) -> dict[int, QueueJob]:
+        """slurmctld's records of ``ids``, which are missing from squeue's default view (one
+        ``scontrol show job --json``). Failures are logged; the jobs then go out with host
+        names, as before."""
+        try:
+            found = await self.slurm.scontrol_jobs_json(cluster, ids)
+        except SlurmError as exc:
+            log.warning("%s: no slurmctld record for %d jobs: %s", cluster, len(ids), exc)
+            return {}
+        starts = {j.job_id: convert.start_time(j) for j in accts}
+        recent = {
+            q.job_id: q
+            for q in found
+            if q.job_id in starts and convert.queue_start_time(q) == starts[q.job_id]
+        }
+        log.debug(
+            "%s: %d of %d jobs missing from squeue found in slurmctld (ended < MinJobAge ago)",
+            cluster, len(recent), len(ids),
+        )  # fmt: skip
+        return recent
