@@ -383,7 +383,7 @@ async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
     """Run the calls at once and let each finish; then raise the first SlurmError, if any.
 
     A failing call does not cancel the others: what they learned is still used (e.g. the live
-    squeue record `Syncer.remember` keeps while sacct is failing). Anything else propagates.
+    squeue record `LiveRecords.remember` keeps while sacct is failing). Anything else propagates.
     """
     failures: list[SlurmError] = []
 
