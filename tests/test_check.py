@@ -19,15 +19,12 @@ import pytest
 import trio
 from nats_server import NatsServer
 
-from ccsa.check import (
+from ccsa.check import Finding, exit_status, render, run_checks
+from ccsa.check.rules import (
     DirInfo,
-    Finding,
-    exit_status,
     gpu_regex_findings,
     jwt_claims,
     operator_finding,
-    render,
-    run_checks,
     socket_dir_findings,
 )
 from ccsa.config import Config, make_config

@@ -426,7 +426,7 @@ class BackendClient:
                 "TLS certificate verification for cc-backend at %s is DISABLED (ccRestInsecure)",
                 self.base_url,
             )
-        context = _ssl_context(verify)
+        context = ssl_context(verify)
         self._scheme = url.scheme.encode("ascii")
         self._host = url.raw_host
         self._port = url.port or (443 if url.scheme == "https" else 80)
@@ -660,7 +660,8 @@ def _insecure_context() -> ssl.SSLContext:
     return context
 
 
-def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
+def ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
+    """The TLS setting of ``verify`` (ccRestInsecure/ccRestCaFile); ConfigError: bad CA file."""
     if isinstance(verify, ssl.SSLContext):
         return verify
     if verify is False:
