@@ -360,9 +360,17 @@ def test_random_bytes_are_decode_errors() -> None:
     for blob in blobs:
         for kind in ("sacct", "squeue", "nodes"):
             assert feed(kind, blob) == "decode error", blob[:40]
-    for blob in (b'{"jobs": 5}', b'{"jobs": [1]}', b'{"jobs": [{"job_id": "x"}]}'):
-        for kind in ("sacct", "squeue"):
-            assert feed(kind, blob) == "decode error", blob[:40]
+    for kind in ("sacct", "squeue"):
+        assert feed(kind, b'{"jobs": 5}') == "decode error"
+    # A record that is JSON but not a job is skipped and listed, the answer is not refused
+    # (issue #17 item 5); without a job id it is named by its position.
+    for blob in (b'{"jobs": [1]}', b'{"jobs": [{"job_id": "x"}]}'):
+        for decode in (sacct.decode, squeue.decode):
+            doc = decode(blob, command="cmd")
+            assert doc.jobs == []
+            (bad,) = doc.bad
+            assert (bad.index, bad.job_id) == (0, None)
+            assert bad.describe().startswith("jobs[0] (no job id): $.jobs[0]")
 
 
 def test_hostile_values_in_a_real_job_become_skips_not_crashes(shared: Path) -> None:

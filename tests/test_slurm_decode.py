@@ -201,20 +201,36 @@ def _testbed_sacct(shared: Path) -> bytes:
     return (shared / "fixtures/slurm/24.11-testbed/sacct-allusers.json").read_bytes()
 
 
-def test_wrong_type_names_path_command_and_version(shared: Path) -> None:
+def test_wrong_type_in_one_job_is_a_bad_record_and_the_rest_decode(shared: Path) -> None:
+    """Issue #17 item 5: one record with a wrong type no longer fails the whole answer (before,
+    this document raised SlurmDecodeError at $.jobs[0].time.start and every job was lost)."""
     raw = json.loads(_testbed_sacct(shared))
     raw["jobs"][0]["time"]["start"] = "yesterday"
+    doc = sacct.decode(json.dumps(raw).encode(), command="sacct --allusers --json")
+    assert [j.job_id for j in doc.jobs] == [j["job_id"] for j in raw["jobs"][1:]]
+    assert doc.meta.version == "24.11.5"
+    assert doc.meta.data_parser == "v0.0.42"
+    (bad,) = doc.bad
+    assert (bad.index, bad.job_id, bad.path) == (
+        0,
+        raw["jobs"][0]["job_id"],
+        "$.jobs[0].time.start",
+    )
+    assert "got `str`" in bad.reason
+    line = bad.describe()
+    assert f"job {raw['jobs'][0]['job_id']}" in line
+    assert "$.jobs[0].time.start" in line
+    assert "\n" not in line
+
+
+def test_wrong_type_in_meta_names_path_and_command(shared: Path) -> None:
+    raw = json.loads(_testbed_sacct(shared))
+    raw["meta"]["plugin"] = 5
     with pytest.raises(SlurmDecodeError) as info:
         sacct.decode(json.dumps(raw).encode(), command="sacct --allusers --json")
-    err = info.value
-    assert err.path == "$.jobs[0].time.start"
-    assert err.version == "24.11.5"
-    assert err.data_parser == "v0.0.42"
-    text = str(err)
-    assert "$.jobs[0].time.start" in text
-    assert "sacct --allusers --json" in text
-    assert "24.11.5" in text
-    assert "\n" not in text
+    assert info.value.path == "$.meta.plugin"
+    assert "sacct --allusers --json" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_wrong_type_deep_in_job_resources(shared: Path) -> None:
@@ -222,9 +238,11 @@ def test_wrong_type_deep_in_job_resources(shared: Path) -> None:
     raw = json.loads(data)
     idx = next(i for i, j in enumerate(raw["jobs"]) if j.get("job_resources"))
     raw["jobs"][idx]["job_resources"]["nodes"]["allocation"][0]["sockets"][0]["index"] = "x"
-    with pytest.raises(SlurmDecodeError) as info:
-        squeue.decode(json.dumps(raw).encode(), command="squeue --json")
-    assert info.value.path == f"$.jobs[{idx}].job_resources.nodes.allocation[0].sockets[0].index"
+    doc = squeue.decode(json.dumps(raw).encode(), command="squeue --json")
+    (bad,) = doc.bad
+    assert bad.path == f"$.jobs[{idx}].job_resources.nodes.allocation[0].sockets[0].index"
+    assert bad.job_id == raw["jobs"][idx]["job_id"]
+    assert len(doc.jobs) == len(raw["jobs"]) - 1
 
 
 def test_truncated_output(shared: Path) -> None:

@@ -38,6 +38,7 @@ from ccsa.slurm.sacctmgr import ClustersDoc, UsersDoc
 from ccsa.slurm.scontrol_text import config_values, split_records
 from ccsa.slurm.sinfo import SinfoDoc
 from ccsa.slurm.squeue import QueueDoc, QueueJob
+from ccsa.slurm.stream import BadRecord
 from ccsa.slurm.types import num
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "Slurm", "slurm_time", "strip_cluster_header"]
@@ -49,6 +50,7 @@ DEFAULT_CHUNK_SIZE = 1000
 _INVALID_JOB_ID = "Invalid job id specified"
 
 T = TypeVar("T")
+D = TypeVar("D", SacctDoc, QueueDoc)
 
 
 def strip_cluster_header(data: bytes) -> bytes:
@@ -97,6 +99,11 @@ class Slurm:
         data = await self.runner.run(cmd, args)
         return strip_cluster_header(data), _label(cmd, args)
 
+    async def _jobs(self, cmd: str, args: Sequence[str], decode: Callable[..., D]) -> D:
+        """Run a command answering ``{"jobs": [...]}`` and decode it job by job from its file."""
+        with await self.runner.run_file(cmd, args) as out:
+            return decode(out, command=_label(cmd, args))
+
     # -- sacctmgr ---------------------------------------------------------------------------
 
     async def clusters(self) -> ClustersDoc:
@@ -123,8 +130,7 @@ class Slurm:
             "--starttime", slurm_time(start), "--endtime", slurm_time(end),
             "--json",
         ]  # fmt: skip
-        data, label = await self._json("sacct", args)
-        return sacct.decode(data, command=label)
+        return await self._jobs("sacct", args, sacct.decode_file)
 
     async def sacct_jobs(
         self, cluster: str, ids: Sequence[int], *, scripts: bool = False
@@ -141,13 +147,13 @@ class Slurm:
 
         async def one(chunk: list[int]) -> SacctDoc:
             args = ["--cluster", cluster, "-j", ",".join(map(str, chunk)), *extra, "--json"]
-            data, label = await self._json("sacct", args)
-            return sacct.decode(data, command=label)
+            return await self._jobs("sacct", args, sacct.decode_file)
 
         docs = await _gather([partial(one, c) for c in chunks])
         asked = set(_unique(ids))
         jobs: list[SacctJob] = []
         seen: set[int] = set()
+        bad = [b for doc in docs for b in doc.bad]
         for doc in docs:
             chunk_seen: set[int] = set()
             for job in doc.jobs:
@@ -156,15 +162,14 @@ class Slurm:
                 chunk_seen.add(job.job_id)
                 jobs.append(job)
             seen |= chunk_seen
-        return SacctDoc(jobs=jobs, meta=docs[0].meta)
+        return SacctDoc(jobs=jobs, meta=docs[0].meta, bad=bad)
 
     # -- squeue -----------------------------------------------------------------------------
 
     async def squeue_all(self, cluster: str) -> QueueDoc:
         """``squeue --noheader --cluster C --all --json``: every pending/running job."""
         args = ["--noheader", "--cluster", cluster, "--all", "--json"]
-        data, label = await self._json("squeue", args)
-        return squeue.decode(data, command=label)
+        return await self._jobs("squeue", args, squeue.decode_file)
 
     async def squeue_jobs(self, cluster: str, ids: Sequence[int]) -> list[QueueJob]:
         """squeue records of ``ids`` still pending/running (unknown ids are simply absent)."""
@@ -173,12 +178,13 @@ class Slurm:
         async def one(chunk: list[int]) -> list[QueueJob]:
             args = ["--noheader", "--cluster", cluster, "-j", ",".join(map(str, chunk)), "--json"]
             try:
-                data, label = await self._json("squeue", args)
+                doc = await self._jobs("squeue", args, squeue.decode_file)
             except SlurmCommandError as exc:
                 if len(chunk) == 1 and exc.returncode == 1 and _INVALID_JOB_ID in exc.stderr:
                     return []
                 raise
-            return squeue.decode(data, command=label).jobs
+            _log_bad(doc.bad, label=_label("squeue", args))
+            return doc.jobs
 
         results = await _gather([partial(one, c) for c in chunks])
         return _filter_queue_jobs(results, set(_unique(ids)))
@@ -194,8 +200,9 @@ class Slurm:
         if not asked:
             return []
         args = ["--cluster", cluster, "show", "job", "--json"]
-        data, label = await self._json("scontrol", args)
-        return _filter_queue_jobs([squeue.decode(data, command=label).jobs], asked)
+        doc = await self._jobs("scontrol", args, squeue.decode_file)
+        _log_bad(doc.bad, label=_label("scontrol", args))
+        return _filter_queue_jobs([doc.jobs], asked)
 
     async def scontrol_show_jobs_text(self, cluster: str, ids: Collection[int]) -> dict[int, str]:
         """Per-job ``scontrol show job`` text records of ``ids`` (missing ids are absent).
@@ -256,6 +263,13 @@ class Slurm:
         """``sinfo --cluster C --noheader --json``: node states and allocations."""
         data, label = await self._json("sinfo", ["--cluster", cluster, "--noheader", "--json"])
         return sinfo.decode(data, command=label)
+
+
+def _log_bad(bad: Sequence[BadRecord], *, label: str) -> None:
+    """One WARNING line per record that did not decode (for calls whose callers do not track
+    them: the job is simply absent from that answer)."""
+    for record in bad:
+        log.warning("%s: skipped a record that does not decode: %s", label, record.describe())
 
 
 def _sacct_asked(job: SacctJob, asked: set[int]) -> bool:

@@ -2,11 +2,15 @@
 
 ``SlurmRunner.run(cmd, args)`` resolves the binary once (``slurmBinDir``, else ``PATH``, else
 ``/usr/bin``: slurmctld runs hooks without ``PATH``), runs it with ``trio.run_process`` under a
-single ``trio.CapacityLimiter`` and a per-command timeout, and returns stdout. On timeout the child
-gets SIGTERM, then SIGKILL after a short grace, and ``SlurmTimeout`` is raised only once it is
-dead. A non-zero exit raises ``SlurmCommandError`` with the child's stderr; stderr is read through
-a bounded buffer so a chatty command cannot grow memory. Per-command counters and latencies feed
-metrics and ``status``.
+single ``trio.CapacityLimiter`` and a per-command timeout, and returns stdout;
+``SlurmRunner.run_file`` returns stdout as an open unlinked temporary file instead (in
+``$TMPDIR``, else ``/tmp``), for answers that are decoded job by job (:mod:`ccsa.slurm.stream`).
+The child writes its stdout straight into that file, so an answer never passes through the
+daemon's memory in pieces: ``run`` reads it back in one piece of the exact size. On timeout
+the child gets SIGTERM, then SIGKILL after a short grace, and ``SlurmTimeout`` is raised only
+once it is dead. A non-zero exit raises ``SlurmCommandError`` with the child's stderr; stderr is
+read through a bounded buffer so a chatty command cannot grow memory. Per-command counters and
+latencies feed metrics and ``status``.
 
 Priority: calls made inside ``with runner.urgent():`` (the hook path's lookups, and every task
 they start) go first. A call from anywhere else that has not started yet waits until the urgent
@@ -23,12 +27,13 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -147,6 +152,14 @@ class SlurmRunner:
 
     async def run(self, cmd: str, args: Sequence[str], *, timeout: float | None = None) -> bytes:
         """Run ``cmd args...`` and return its stdout; raise SlurmCommandError / SlurmTimeout."""
+        with await self.run_file(cmd, args, timeout=timeout) as out:
+            return out.read()
+
+    async def run_file(
+        self, cmd: str, args: Sequence[str], *, timeout: float | None = None
+    ) -> IO[bytes]:
+        """Run ``cmd args...``; its stdout as an open temporary file at offset 0 (the caller
+        closes it, which deletes it). Raises SlurmCommandError / SlurmTimeout."""
         limit = self.timeout if timeout is None else timeout
         stats = self._stats.setdefault(cmd, CommandStats())
         try:
@@ -162,14 +175,20 @@ class SlurmRunner:
                     await closed.wait()
         async with self.limiter:
             started = trio.current_time()
+            stdout = tempfile.TemporaryFile(prefix="ccsa-slurm-")  # noqa: SIM115 (returned)
             try:
-                returncode, stdout, stderr = await self._run_with_timeout(argv, limit)
+                returncode, stderr = await self._run_with_timeout(argv, limit, stdout)
             except SlurmTimeout:
+                stdout.close()
                 stats.timeouts += 1
                 stats.errors += 1
                 raise
             except SlurmCommandError:
+                stdout.close()
                 stats.errors += 1
+                raise
+            except BaseException:
+                stdout.close()
                 raise
             finally:
                 elapsed = trio.current_time() - started
@@ -177,14 +196,18 @@ class SlurmRunner:
                 stats.total_latency += elapsed
                 stats.last_latency = elapsed
                 stats.max_latency = max(stats.max_latency, elapsed)
+        size = stdout.seek(0, os.SEEK_END)
+        stdout.seek(0)
         if returncode != 0:
+            stdout.close()
             stats.errors += 1
             raise SlurmCommandError(argv, returncode, stderr)
-        log.debug("%s: %d bytes in %.3f s", " ".join(argv), len(stdout), elapsed)
+        log.debug("%s: %d bytes in %.3f s", " ".join(argv), size, elapsed)
         return stdout
 
-    async def _run_with_timeout(self, argv: list[str], limit: float) -> tuple[int, bytes, str]:
-        stdout_chunks: list[bytes | bytearray] = []
+    async def _run_with_timeout(
+        self, argv: list[str], limit: float, stdout: IO[bytes]
+    ) -> tuple[int, str]:
         stderr_buf = bytearray()
         try:
             with trio.fail_after(limit):
@@ -194,16 +217,14 @@ class SlurmRunner:
                             trio.run_process,
                             argv,
                             stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE,
+                            stdout=stdout,
                             stderr=subprocess.PIPE,
                             check=False,
                             env=self._env,
                             deliver_cancel=self._term_then_kill,
                         )
                     )
-                    assert proc.stdout is not None
                     assert proc.stderr is not None
-                    nursery.start_soon(_read_all, proc.stdout, stdout_chunks)
                     nursery.start_soon(_read_bounded, proc.stderr, stderr_buf, self.stderr_limit)
         except trio.TooSlowError as exc:
             raise SlurmTimeout(argv, limit, _text(stderr_buf)) from exc
@@ -217,7 +238,7 @@ class SlurmRunner:
             raise SlurmCommandError(argv, None, str(exc)) from exc
         returncode = proc.returncode
         assert returncode is not None
-        return returncode, b"".join(stdout_chunks), _text(stderr_buf)
+        return returncode, _text(stderr_buf)
 
     async def _term_then_kill(self, proc: trio.Process) -> None:
         """deliver_cancel: SIGTERM, then SIGKILL after the grace (cancelled once it exits)."""
@@ -257,12 +278,6 @@ def _executable(path: str) -> bool:
 
 def _text(data: bytes | bytearray) -> str:
     return bytes(data).decode("utf-8", errors="replace")
-
-
-async def _read_all(stream: trio.abc.ReceiveStream, chunks: list[bytes | bytearray]) -> None:
-    async with stream:
-        while data := await stream.receive_some(_READ_SIZE):
-            chunks.append(data)
 
 
 async def _read_bounded(stream: trio.abc.ReceiveStream, buf: bytearray, limit: int) -> None:

@@ -1,43 +1,26 @@
 """View of ``sacct --json`` (slurmdbd job records), data_parser v0.0.39–v0.0.44.
 
-Only the fields ccsa reads are declared; msgspec skips everything else (``steps`` included)
-without building objects, which is what makes a 100k-job dump decode at hundreds of MB/s.
-``tres.requested`` stays raw JSON, decoded by :func:`requested_tres` only for the few jobs
-whose allocated TRES have no CPU count (``convert.tres_counts``). A decoded ``msgspec.Raw`` is
-a view into the dump, so a :class:`SacctJob` keeps the whole ``sacct`` output alive: jobs are
-meant to live for one poll (decode, plan, convert, drop), never to be cached.
-
-Where the time goes (generated 24.11-shaped dump, 7.5 KB/job; instructions per job counted
-with callgrind, which unlike CPU time does not drift with the load of the shared machine):
-scanning the JSON with only ``job_id`` declared costs 94.7k instructions (~8.2 us warm, ~900
-MB/s: the floor of any msgspec view). This view costs 117.3k, i.e. 22.6k more (~2 us warm; ~3
-us in a fresh process, where every new page of decoded objects is a page fault): ``tres`` 8.3k
-(six TresRec objects), the seven strings 4.0k, ``time`` 3.1k, ``state`` 2.0k, ``array`` 1.1k,
-``required`` 1.0k, ``het`` 0.9k, ``allocation_nodes`` 0.4k, and ~2k of key matching. Each
-job's decoded objects take ~1.6 KB.
-
-Kept (131k -> 117k instructions, 2.9 -> 1.6 KB per job; 12.6 -> 10.9 us in a fresh process):
-``tres.requested`` as ``Raw`` (0.4k instead of 7.7k); dropping fields nobody read (``group``,
-``state.reason``, ``time.eligible``/``elapsed``, ``array.task_id``/``task``,
-``het.job_offset``: 3k); TRES ``type`` as :class:`TresType`, an open string enum
-(a known type decodes to a shared member instead of a new string per record: 1-2k and 340
-bytes per job, an unknown one still decodes, to its own string); job fields declared in
-sacct's output order (msgspec looks a key up starting after the previous match: 1.3k).
-
-Tried and not kept: ``Literal`` TRES types (an unknown type would fail the whole dump;
-``Literal | str`` decodes to a new string anyway, so no gain); ``Raw`` for ``tres.allocated``
-too, decoded in conversion (-6.6k here, +10.7k there: conversion needs it for every new job);
-an open enum for the state names (no fewer instructions, 64 bytes less per job: not worth
-widening every flag helper's types); ``Raw`` for ``required`` (0.25k, and a Raw is bigger than
-the one-field struct).
+Contract: :func:`decode` (bytes) and :func:`decode_file` (the runner's temporary file) return a
+:class:`SacctDoc`: the jobs that decoded, ``meta``, and one :class:`~ccsa.slurm.stream.BadRecord`
+per record that did not (the others are kept; issue #17 item 5). Records are decoded one at a
+time (:mod:`ccsa.slurm.stream`), so memory is the narrow views, not the answer. Only the fields
+ccsa reads are declared; msgspec skips everything else (``steps`` included) without building
+objects. ``tres.requested`` stays raw JSON (copied out of the record, so a job keeps only that
+much of the answer alive), decoded by :func:`requested_tres` only for the few jobs whose
+allocated TRES have no CPU count (``convert.tres_counts``). How the view was sized and what it
+costs per job: benchmarks/README.md, "sacct view".
 """
 
 from __future__ import annotations
 
+from io import BytesIO
+from typing import BinaryIO
+
 import msgspec
 
 from ccsa.errors import SlurmDecodeError
-from ccsa.slurm.types import NV, Flags, Meta, Num, OpenStrEnum, decode_doc
+from ccsa.slurm.stream import BadRecord, decode_jobs
+from ccsa.slurm.types import NV, Flags, Meta, Num, OpenStrEnum, decode_meta
 
 
 class SacctState(msgspec.Struct, gc=False):
@@ -127,15 +110,32 @@ class SacctJob(msgspec.Struct, gc=False, kw_only=True):
 class SacctDoc(msgspec.Struct, gc=False):
     jobs: list[SacctJob] = []
     meta: Meta = msgspec.field(default_factory=Meta)
+    #: records that did not decode (not in ``jobs``)
+    bad: list[BadRecord] = []
 
 
-_decoder = msgspec.json.Decoder(SacctDoc)
+_job_decoder = msgspec.json.Decoder(SacctJob)
 _tres_decoder = msgspec.json.Decoder(list[TresRec])
 
 
 def decode(data: bytes, *, command: str = "sacct") -> SacctDoc:
-    """Decode ``sacct --json`` output; raises SlurmDecodeError naming command, path, version."""
-    return decode_doc(_decoder, data, command)
+    """Decode ``sacct --json`` output; raises SlurmDecodeError when it is not a sacct answer at
+    all (a record that does not decode is listed in ``bad`` instead)."""
+    return decode_file(BytesIO(data), command=command)
+
+
+def decode_file(source: BinaryIO, *, command: str = "sacct") -> SacctDoc:
+    """:func:`decode` reading ``source`` chunk by chunk (see :mod:`ccsa.slurm.stream`)."""
+    got = decode_jobs(source, _job_decoder, command=command, finish=_own_bytes)
+    meta = decode_meta(got.values.get("meta"), command)
+    return SacctDoc(jobs=got.jobs, meta=meta, bad=got.bad)
+
+
+def _own_bytes(job: SacctJob) -> SacctJob:
+    """Copy ``tres.requested`` out of the record's bytes, so that those can be freed."""
+    if job.tres.requested is not _NO_TRES:
+        job.tres.requested = job.tres.requested.copy()
+    return job
 
 
 def requested_tres(job: SacctJob) -> list[TresRec]:

@@ -5,44 +5,44 @@ both ``job_resources`` shapes: v0.0.40's ``allocated_nodes`` (dict-keyed sockets
 allocated cores) and v0.0.41+'s ``nodes.allocation[]`` (every core with a status flag list), and
 ``{}`` / ``null`` / missing for jobs without resources.
 
-``job_resources`` is kept as its JSON text and decoded on access (:attr:`QueueJob.job_resources`).
-v0.0.41+ lists every core of every allocated node as ``{"index", "status": [...]}``; as objects
-that is about 170 bytes per core, so keeping them all made the decoded ``squeue --all`` document
-3.1x the size of the dump (peak RSS 4.1x the dump). The daemon decodes every poll but captures
-resources only for jobs it has not seen start, so the cores are decoded only for those.
-:func:`decode` still checks every ``job_resources`` eagerly (one job at a time, objects dropped
-at once), so malformed input fails at decode with its full JSON path, as before. Measured on the
-10k-job generated dump (``benchmarks/bench_decode.py``, CPU time): peak RSS 4.1x -> 1.45x the
-dump, decode alone ~1.6x faster (nothing big is allocated), decode + capture of *every* job about
-the same as before (its cores are decoded twice, but into memory that is reused).
+Contract: :func:`decode` (bytes) and :func:`decode_file` (the runner's temporary file) return a
+:class:`QueueDoc`: the jobs that decoded, ``meta``, and one :class:`~ccsa.slurm.stream.BadRecord`
+per record that did not (the others are kept). Records are decoded one at a time
+(:mod:`ccsa.slurm.stream`). ``job_resources`` is validated at decode (a malformed one makes its
+record bad, with the full JSON path) and kept as compact JSON of the declared fields only
+(:attr:`QueueJob.job_resources_json`), decoded again on access (:attr:`QueueJob.job_resources`):
+as objects, v0.0.41+'s per-core lists take ~170 bytes per core, and pretty-printed by Slurm
+several times that, while the compact text of what the view declares is ~35 bytes per core.
 """
 
 from __future__ import annotations
 
-import gc
+from io import BytesIO
+from typing import BinaryIO
 
 import msgspec
 
 from ccsa.errors import SlurmDecodeError
-from ccsa.slurm.types import Flags, Meta, Num, decode_doc, decode_error
+from ccsa.slurm.stream import BadRecord, decode_jobs
+from ccsa.slurm.types import Flags, Meta, Num, decode_meta
 
 
-class Core(msgspec.Struct, gc=False):
+class Core(msgspec.Struct, gc=False, omit_defaults=True):
     index: int
     #: A flag list in every data_parser that has this shape (v0.0.41+): ``["ALLOCATED"]``.
     status: list[str] = []
 
 
-class Socket(msgspec.Struct, gc=False):
+class Socket(msgspec.Struct, gc=False, omit_defaults=True):
     index: int
     cores: list[Core] = []
 
 
-class AllocCpus(msgspec.Struct, gc=False):
+class AllocCpus(msgspec.Struct, gc=False, omit_defaults=True):
     count: int = 0
 
 
-class Alloc(msgspec.Struct, gc=False):
+class Alloc(msgspec.Struct, gc=False, omit_defaults=True):
     """One node of a v0.0.41+ allocation; ``index`` is the position in the job's node list.
 
     ``cpus.count``: CPUs (hardware threads) allocated on this node.
@@ -54,24 +54,24 @@ class Alloc(msgspec.Struct, gc=False):
     cpus: AllocCpus | None = None
 
 
-class ResNodes(msgspec.Struct, gc=False):
+class ResNodes(msgspec.Struct, gc=False, omit_defaults=True):
     allocation: list[Alloc] = []
     count: Num | None = None
     hostlist: str = msgspec.field(default="", name="list")
 
 
-class SocketV40(msgspec.Struct, gc=False):
+class SocketV40(msgspec.Struct, gc=False, omit_defaults=True):
     cores: dict[str, str] = {}
 
 
-class AllocV40(msgspec.Struct, gc=False):
+class AllocV40(msgspec.Struct, gc=False, omit_defaults=True):
     """One node of a v0.0.40 allocation: ``{"0": {"cores": {"5": "allocated"}}}``."""
 
     nodename: str
     sockets: dict[str, SocketV40] = {}
 
 
-class JobResources(msgspec.Struct, gc=False):
+class JobResources(msgspec.Struct, gc=False, omit_defaults=True):
     nodes: str | ResNodes | None = None
     allocated_nodes: list[AllocV40] = []
     threads_per_core: Num | None = None
@@ -112,10 +112,8 @@ class QueueJob(msgspec.Struct, gc=False):
     array_task_id: Num | None = None
     het_job_id: Num | None = None
     het_job_offset: Num | None = None
-    #: The ``job_resources`` object as JSON text; read :attr:`job_resources` instead. It is a
-    #: view into the decoded dump, so a QueueJob keeps the dump's bytes alive: fine for the
-    #: per-poll use everywhere in ccsa; to keep single jobs for long, store
-    #: ``msgspec.structs.replace(job, job_resources_json=job.job_resources_json.copy())``.
+    #: The ``job_resources`` object as compact JSON text of :class:`JobResources` (see the
+    #: module docstring); read :attr:`job_resources` instead.
     job_resources_json: msgspec.Raw = msgspec.field(default=_NULL, name="job_resources")
 
     @property
@@ -132,38 +130,43 @@ class QueueJob(msgspec.Struct, gc=False):
 class QueueDoc(msgspec.Struct, gc=False):
     jobs: list[QueueJob] = []
     meta: Meta = msgspec.field(default_factory=Meta)
+    #: records that did not decode (not in ``jobs``)
+    bad: list[BadRecord] = []
 
 
-_decoder = msgspec.json.Decoder(QueueDoc)
+_job_decoder = msgspec.json.Decoder(QueueJob)
+_resources_encoder = msgspec.json.Encoder()
 
 
 def decode(data: bytes, *, command: str = "squeue") -> QueueDoc:
-    """Decode squeue / scontrol show job JSON; raises SlurmDecodeError with path and version."""
-    doc = decode_doc(_decoder, data, command)
-    _check_resources(doc.jobs, data, command)
-    return doc
+    """Decode squeue / scontrol show job JSON; raises SlurmDecodeError when it is not such an
+    answer at all (a record that does not decode is listed in ``bad`` instead)."""
+    return decode_file(BytesIO(data), command=command)
 
 
-def _check_resources(jobs: list[QueueJob], data: bytes, command: str) -> None:
-    """Validate every job's ``job_resources`` (see the module docstring).
+def decode_file(source: BinaryIO, *, command: str = "squeue") -> QueueDoc:
+    """:func:`decode` reading ``source`` chunk by chunk (see :mod:`ccsa.slurm.stream`)."""
+    got = decode_jobs(source, _job_decoder, command=command, finish=_compact_resources)
+    meta = decode_meta(got.values.get("meta"), command)
+    return QueueDoc(jobs=got.jobs, meta=meta, bad=got.bad)
 
-    The objects are dropped right away; the garbage collector is paused meanwhile (they hold no
-    cycles). An error names the full path, as a one-pass decode would.
+
+def _compact_resources(job: QueueJob) -> QueueJob:
+    """Validate ``job_resources`` and keep it as compact JSON (no view into the record's bytes).
+
+    A malformed one raises msgspec.ValidationError with its path from the record's root.
     """
-    check = _resources_decoder.decode
-    was_enabled = gc.isenabled()
-    gc.disable()
+    raw = job.job_resources_json
+    if raw is _NULL:
+        return job
     try:
-        for i, job in enumerate(jobs):
-            raw = job.job_resources_json
-            if raw is _NULL:
-                continue
-            try:
-                check(raw)
-            except msgspec.ValidationError as exc:
-                text, at, path = str(exc).partition(" - at `$")
-                text += f" - at `$.jobs[{i}].job_resources{path if at else '`'}"
-                raise decode_error(command, data, text) from exc
-    finally:
-        if was_enabled:
-            gc.enable()
+        resources = _resources_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        text, at, path = str(exc).partition(" - at `$")
+        raise msgspec.ValidationError(
+            f"{text} - at `$.job_resources{path.rstrip('`') if at else ''}`"
+        ) from exc
+    job.job_resources_json = (
+        _NULL if resources is None else msgspec.Raw(_resources_encoder.encode(resources))
+    )
+    return job

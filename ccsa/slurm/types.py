@@ -188,6 +188,22 @@ def meta_of(data: bytes) -> Meta | None:
         return None
 
 
+_meta_value_decoder = msgspec.json.Decoder(Meta | None)
+
+
+def decode_meta(data: bytes | None, command: str) -> Meta:
+    """Decode a document's ``meta`` value (JSON bytes; None or ``null`` when absent)."""
+    if data is None:
+        return Meta()
+    try:
+        return _meta_value_decoder.decode(data) or Meta()
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        text, at, path = str(exc).partition(" - at `$")
+        raise SlurmDecodeError(
+            command, text, path="$.meta" + (path.rstrip("`") if at else "")
+        ) from exc
+
+
 def decode_doc(decoder: msgspec.json.Decoder[D], data: bytes, command: str) -> D:
     """Decode ``data`` with ``decoder``; map any failure onto :class:`SlurmDecodeError`.
 
