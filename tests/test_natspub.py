@@ -19,7 +19,8 @@ from nats_server import NatsServer, creds_text
 from ccsa.ccbackend.models import Resource, StartJob, StopJob
 from ccsa.errors import ConfigError, PublishError
 from ccsa.natsbus.lineproto import decode, encode_start, encode_stop
-from ccsa.natsbus.publisher import Publisher, subject_warning
+from ccsa.natsbus.natsconf import subject_warning
+from ccsa.natsbus.publisher import Publisher
 from ccsa.sim.ccbackend.clusters import minimal
 from ccsa.sim.ccbackend.nats_consumer import NatsConsumer
 from ccsa.sim.ccbackend.state import Backend

@@ -178,7 +178,8 @@ async def nats_rows(ctx: CheckContext) -> list[Finding]:
     cfg = ctx.cfg
     if not cfg.nats_enabled:
         return [Finding("nats", "info", "natsServer not set: NATS publishing is off")]
-    from ccsa.natsbus.publisher import Publisher, subject_warning
+    from ccsa.natsbus.natsconf import subject_warning
+    from ccsa.natsbus.publisher import Publisher
 
     where = f"nats://{cfg.nats_server}:{cfg.nats_port}"
     try:

@@ -1,12 +1,7 @@
 """Publish line-protocol job events to NATS from trio, through nats-py on its own asyncio thread.
 
-Why a dedicated thread and not trio-asyncio: nats-py is asyncio-only (it owns asyncio Tasks for
-reading, flushing, pinging and reconnecting). A private thread running a plain asyncio loop keeps
-the two worlds rigidly separate, needs no extra dependency, cannot be disturbed by trio's
-cancellation inside nats-py's internals, and a stuck NATS socket can never stall the trio loop.
-The hand-over is a ``concurrent.futures.Future`` from ``asyncio.run_coroutine_threadsafe``
-whose done-callback wakes the waiting trio task with ``TrioToken.run_sync_soon`` — no trio
-worker thread is parked per publish, so thousands of publishes per second cost no threads.
+nats-py runs on a private asyncio loop (``ccsa.natsbus.asyncio_thread``); settings are checked
+up front by ``ccsa.natsbus.natsconf``.
 
 Delivery rule: ``publish`` succeeds only when the server has the message. A message is handed to
 nats-py only while connected (nats-py's reconnect buffer would otherwise hold it in memory,
@@ -27,151 +22,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
-import threading
 from collections.abc import Coroutine, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import trio
 
 from ccsa.errors import ConfigError, PublishError
+from ccsa.natsbus.asyncio_thread import AsyncioThread
+from ccsa.natsbus.natsconf import (
+    UPSTREAM_DEFAULT_SUBJECT,
+    check_creds,
+    check_seed,
+    describe,
+    read_file,
+)
 
-__all__ = [
-    "DEFAULT_CC_BACKEND_SUBJECT",
-    "UPSTREAM_DEFAULT_SUBJECT",
-    "AsyncioThread",
-    "Publisher",
-    "subject_warning",
-]
+__all__ = ["Publisher"]
 
 log = logging.getLogger(__name__)
 
-#: cc-slurm-adapter's default ``natsSubject``.
-UPSTREAM_DEFAULT_SUBJECT = "jobs"
-#: cc-backend's documented ``subject-job-event``.
-DEFAULT_CC_BACKEND_SUBJECT = "cc.job.event"
-
 T = TypeVar("T")
-
-
-def subject_warning(subject: str) -> str | None:
-    """A warning when ``natsSubject`` is left at upstream's default (``jobs``), else None."""
-    if subject != UPSTREAM_DEFAULT_SUBJECT:
-        return None
-    return (
-        f"natsSubject is {subject!r} (cc-slurm-adapter's default) but cc-backend's documented "
-        f"subject-job-event is {DEFAULT_CC_BACKEND_SUBJECT!r}: unless cc-backend's "
-        "main.api-subjects.subject-job-event is also 'jobs', every published job is lost silently"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _read_file(path: str, key: str) -> str:
-    try:
-        return Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(path, f"cannot read: {reason}", key=key) from None
-
-
-def _check_seed(seed: str, path: str, key: str) -> None:
-    try:
-        import nkeys  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        raise ConfigError(
-            path, "NKey/creds auth needs the 'nkeys' package (pip install 'nats-py[nkeys]')", key
-        ) from None
-    try:
-        nkeys.from_seed(bytearray(seed.strip().encode()))
-    except Exception as exc:  # nkeys raises its own error types and binascii errors
-        raise ConfigError(path, f"not a valid NKey seed ({_describe(exc)})", key=key) from None
-
-
-def _check_creds(path: str) -> None:
-    """nats-py loops forever on a creds file without a JWT block, so check it up front."""
-    key = "natsCredsFile"
-    text = _read_file(path, key)
-    lines = text.splitlines()
-    for marker in ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED"):
-        index = next((i for i, line in enumerate(lines) if marker in line), None)
-        if index is None or index + 1 >= len(lines) or not lines[index + 1].strip():
-            raise ConfigError(path, f"not a NATS creds file: no '-----{marker}-----' block", key)
-    seed_index = next(i for i, line in enumerate(lines) if "BEGIN USER NKEY SEED" in line)
-    _check_seed(lines[seed_index + 1], path, key)
-
-
-class AsyncioThread:
-    """A private asyncio event loop on a daemon thread, driven from trio.
-
-    ``await call(coro)`` runs ``coro`` on that loop; the trio task sleeps until a done-callback
-    wakes it through ``TrioToken.run_sync_soon``. Cancelling the trio task cancels the coroutine.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        self._thread = threading.Thread(target=self._run, args=(loop,), name=self.name, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and return its result; ``trio.TooSlowError`` after
-        ``timeout`` seconds (the coroutine is cancelled)."""
-        if self.loop is None:
-            coro.close()
-            raise RuntimeError(f"{self.name}: asyncio thread is not running")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-
-        def wake(_: concurrent.futures.Future[T]) -> None:
-            try:
-                token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass
-
-        future.add_done_callback(wake)
-        try:
-            with trio.fail_after(math.inf if timeout is None else timeout):
-                await done.wait()
-        except BaseException:
-            future.cancel()
-            raise
-        return future.result()
-
-    async def stop(self) -> None:
-        """Stop the loop (pending tasks are cancelled) and join the thread."""
-        loop, thread = self.loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(thread.join)
-        self.loop = self._thread = None
 
 
 class Publisher:
@@ -198,10 +69,10 @@ class Publisher:
         if not subject or any(ch.isspace() for ch in subject):
             raise ConfigError(source, f"invalid NATS subject {subject!r}", key="natsSubject")
         if creds_file:
-            _check_creds(creds_file)
+            check_creds(creds_file)
         if nkey_seed_file:
-            _check_seed(
-                _read_file(nkey_seed_file, "natsNKeySeedFile"), nkey_seed_file, "natsNKeySeedFile"
+            check_seed(
+                read_file(nkey_seed_file, "natsNKeySeedFile"), nkey_seed_file, "natsNKeySeedFile"
             )
         self.servers = servers
         self.subject = subject
@@ -340,7 +211,7 @@ class Publisher:
             raise PublishError(self._not_connected(f"not connected after {timeout:g} s")) from None
 
     def _note_error(self, exc: BaseException) -> None:
-        text = _describe(exc)
+        text = describe(exc)
         self.last_error = text
         if "authoriz" in text.lower() or "authentic" in text.lower():
             self.auth_error = text
@@ -415,7 +286,7 @@ class Publisher:
             for payload in payloads:
                 await nc.publish(self.subject, payload)
         except Exception as exc:
-            raise PublishError(f"NATS {self.servers}: publish failed: {_describe(exc)}") from exc
+            raise PublishError(f"NATS {self.servers}: publish failed: {describe(exc)}") from exc
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((nc, generation, waiter))
         assert self._kick is not None
@@ -449,7 +320,7 @@ class Publisher:
                 await asyncio.sleep(0)
             await nc.flush(timeout=5)
         except Exception as exc:
-            error = _describe(exc)
+            error = describe(exc)
         for client, generation, waiter in batch:
             if waiter.done():
                 continue
@@ -483,5 +354,5 @@ class Publisher:
                 if nc.is_connected:
                     await nc.flush(timeout=max(1, int(timeout)))
             except Exception as exc:
-                log.warning("NATS %s: flush at shutdown failed: %s", self.servers, _describe(exc))
+                log.warning("NATS %s: flush at shutdown failed: %s", self.servers, describe(exc))
             await self._close_quietly(nc)

@@ -6,7 +6,7 @@ NATS subscribe (no queue group, no reply, no ack), each message decoded with
 handed to the SAME ``Backend.start_job`` / ``stop_job`` as REST, nothing sent back. Every outcome
 is recorded in ``outcomes`` so tests can assert on what cc-backend would only have logged.
 
-nats-py runs on its own asyncio thread (``ccsa.natsbus.publisher.AsyncioThread``, the same
+nats-py runs on its own asyncio thread (``ccsa.natsbus.asyncio_thread.AsyncioThread``, the same
 bridge as the publisher); ``Backend`` holds its own lock, so calling it from that thread is safe.
 Messages are processed one at a time in arrival order (cc-backend's 8 workers may reorder a
 back-to-back start/stop; this stand-in does not reproduce that race).
@@ -20,8 +20,8 @@ from typing import Any, NamedTuple, Protocol
 
 import trio
 
+from ccsa.natsbus.asyncio_thread import AsyncioThread
 from ccsa.natsbus.lineproto import LineProtocolError, decode
-from ccsa.natsbus.publisher import AsyncioThread
 
 __all__ = ["NatsConsumer", "Outcome"]
 
