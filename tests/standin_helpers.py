@@ -7,10 +7,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
+from ccsa.ccbackend.answers import Endpoint
+from ccsa.ccbackend.client import BackendClient
+from ccsa.ccbackend.models import StartJob, StopJob, encode
+from ccsa.errors import BackendRejected, BackendUnavailable
 from ccsa.sim.ccbackend import clusters
 from ccsa.sim.ccbackend.clusters import ClusterConfig
 from ccsa.sim.ccbackend.server import StandIn
@@ -103,3 +107,31 @@ async def serving(
             yield standin
         finally:
             nursery.cancel_scope.cancel()
+
+
+class Seen(NamedTuple):
+    """How one POST through the real ``BackendClient`` ended: its Outcome, or the error it
+    raised as (kind, status, reason), so a test can compare both with one assertion."""
+
+    kind: str
+    status: int | None
+    message: str
+
+
+async def post(client: BackendClient, endpoint: Endpoint, body: StartJob | StopJob | Any) -> Seen:
+    """``client.post(endpoint, encode(body))`` as a `Seen`."""
+    try:
+        outcome = await client.post(endpoint, encode(body))
+    except BackendUnavailable as exc:
+        return Seen("transient", exc.status, exc.reason)
+    except BackendRejected as exc:
+        return Seen("rejected", exc.status, exc.reason)
+    return Seen(outcome.kind, outcome.status, outcome.message)
+
+
+async def start_job(client: BackendClient, body: StartJob) -> Seen:
+    return await post(client, "start_job", body)
+
+
+async def stop_job(client: BackendClient, body: StopJob) -> Seen:
+    return await post(client, "stop_job", body)

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import trustme
-from standin_helpers import T0, generated_clusters, serving
+from standin_helpers import T0, Seen, generated_clusters, post, serving, start_job, stop_job
 
-from ccsa.ccbackend.client import BackendClient, Outcome, classify
+from ccsa.ccbackend.answers import classify
+from ccsa.ccbackend.client import BackendClient
 from ccsa.ccbackend.models import NodePayload, NodeStateRequest, Resource, StartJob, StopJob
 from ccsa.errors import BackendRejected, BackendUnavailable, ConfigError
 from ccsa.sim.ccbackend.auth import AuthConfig
@@ -73,9 +74,18 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
 )
 def test_classify(endpoint: Any, status: int, kind: str) -> None:
     body = b'{"status":"x","error":"the text"}\n'
-    outcome = classify(endpoint, status, body)
+    errors = {"transient": BackendUnavailable, "rejected": BackendRejected}
+    if kind in errors:
+        with pytest.raises(errors[kind]) as info:
+            classify(endpoint, status, body, "POST x")
+        assert isinstance(info.value, (BackendUnavailable, BackendRejected))
+        assert info.value.status == status
+        if kind == "rejected":
+            assert "the text" in info.value.reason
+        return
+    outcome = classify(endpoint, status, body, "POST x")
     assert (outcome.kind, outcome.status) == (kind, status)
-    if kind in ("done", "rejected"):
+    if kind == "done":
         assert "the text" in outcome.message
 
 
@@ -86,29 +96,29 @@ async def test_each_classification_against_the_standin() -> None:
     auth = AuthConfig.generate()
     token = auth.issue()
     async with serving(auth=auth) as standin, BackendClient(standin.url, token) as client:
-        assert await client.start_job(start(1)) == Outcome("delivered", 201, "201 Created")
-        dup = await client.start_job(start(1))
+        assert await start_job(client, start(1)) == Seen("delivered", 201, "201 Created")
+        dup = await start_job(client, start(1))
         assert (dup.kind, dup.status) == ("done", 422)
         assert dup.message.startswith("a job with that jobId, cluster and startTime already exists")
-        bad = await client.start_job(start(2, cluster="nope"))
+        bad = await start_job(client, start(2, cluster="nope"))
         assert (bad.kind, bad.status, bad.message) == (
             "rejected",
             400,
             "400 Bad Request: no such cluster: nope",
         )
-        assert (await client.stop_job(stop(1))).kind == "delivered"
-        again = await client.stop_job(stop(1))
+        assert (await stop_job(client, stop(1))).kind == "delivered"
+        again = await stop_job(client, stop(1))
         assert (again.kind, again.status) == ("done", 422)
-        unknown = await client.stop_job(stop(99))
+        unknown = await stop_job(client, stop(99))
         assert (unknown.kind, unknown.status) == ("done", 404)
         standin.faults.script("stop_job", [500, 502, (403, "forbidden by proxy")])
-        assert (await client.stop_job(stop(1))).kind == "transient"
-        assert (await client.stop_job(stop(1))).kind == "transient"
-        forbidden = await client.stop_job(stop(1))
+        assert (await stop_job(client, stop(1))).kind == "transient"
+        assert (await stop_job(client, stop(1))).kind == "transient"
+        forbidden = await stop_job(client, stop(1))
         assert (forbidden.kind, forbidden.status) == ("rejected", 403)
         assert "forbidden by proxy" in forbidden.message
         nodes = NodeStateRequest(cluster="test", nodes=[NodePayload("c001", ["idle"])])
-        assert (await client.node_state(nodes)).kind == "delivered"
+        assert (await post(client, "nodestate", nodes)).kind == "delivered"
         assert standin.backend.node_states["test"]["nodes"][0]["hostname"] == "c001"
         # what went over the wire
         req = standin.requests("start_job")[0]
@@ -125,7 +135,7 @@ async def test_401_is_rejected_with_a_hint() -> None:
     auth = AuthConfig.generate()
     expired = auth.issue(exp=T0)
     async with serving(auth=auth) as standin, BackendClient(standin.url, expired) as client:
-        outcome = await client.start_job(start(1))
+        outcome = await start_job(client, start(1))
     assert (outcome.kind, outcome.status) == ("rejected", 401)
     assert "token is expired" in outcome.message
     assert "'api'" in outcome.message
@@ -135,47 +145,47 @@ async def test_401_is_rejected_with_a_hint() -> None:
 async def test_timeout_is_transient() -> None:
     async with serving() as standin, BackendClient(standin.url, "t", timeout=0.5) as client:
         standin.faults.latency("start_job", 30, n=1)
-        outcome = await client.start_job(start(1))
+        outcome = await start_job(client, start(1))
         assert (outcome.kind, outcome.status) == ("transient", None)
         assert "no answer within 0.5 s" in outcome.message
         # the request still reaches cc-backend later; the next call is not delayed
-        assert (await client.start_job(start(2))).kind == "delivered"
+        assert (await start_job(client, start(2))).kind == "delivered"
 
 
 async def test_reset_is_transient() -> None:
     async with serving() as standin, BackendClient(standin.url, "t") as client:
         standin.faults.reset_next("start_job")
-        outcome = await client.start_job(start(1))
+        outcome = await start_job(client, start(1))
         assert (outcome.kind, outcome.status) == ("transient", None)
         standin.faults.reset_next("stop_job", after_processing=True)
-        assert (await client.start_job(start(1))).kind == "delivered"
-        lost = await client.stop_job(stop(1))
+        assert (await start_job(client, start(1))).kind == "delivered"
+        lost = await stop_job(client, stop(1))
         assert lost.kind == "transient"
-        retry = await client.stop_job(stop(1))  # the stop was applied; the retry is "done"
+        retry = await stop_job(client, stop(1))  # the stop was applied; the retry is "done"
         assert (retry.kind, retry.status) == ("done", 422)
 
 
 async def test_refused_when_down_then_recovers() -> None:
     async with serving() as standin, BackendClient(standin.url, "t") as client:
-        assert (await client.start_job(start(1))).kind == "delivered"
+        assert (await start_job(client, start(1))).kind == "delivered"
         standin.down()
-        outcome = await client.start_job(start(2))
+        outcome = await start_job(client, start(2))
         assert (outcome.kind, outcome.status) == ("transient", None)
-        outcome = await client.start_job(start(2))
+        outcome = await start_job(client, start(2))
         assert "ConnectError" in outcome.message
         with pytest.raises(BackendUnavailable):
             await client.running_jobs()
         standin.up()
-        assert (await client.start_job(start(2))).kind == "delivered"
+        assert (await start_job(client, start(2))).kind == "delivered"
 
 
 async def test_running_jobs_pages_until_a_short_page() -> None:
     backend = Backend(generated_clusters(), clock=lambda: T0 + 10_000)
     async with serving(backend) as standin, BackendClient(standin.url, "t") as client:
         for i in range(23):
-            assert (await client.start_job(start(i, start_time=T0 + i))).kind == "delivered"
+            assert (await start_job(client, start(i, start_time=T0 + i))).kind == "delivered"
         for i in range(3):
-            assert (await client.stop_job(stop(i))).kind == "delivered"
+            assert (await stop_job(client, stop(i))).kind == "delivered"
         jobs = await client.running_jobs(page_size=4)
         assert sorted(j.job_id for j in jobs) == list(range(3, 23))
         assert all(j.cluster == "test" and j.job_state == "running" for j in jobs)
@@ -215,7 +225,7 @@ async def test_https_with_ca_file(ca: trustme.CA, tmp_path: Path) -> None:
     async with serving(ssl_context=server_context(ca)) as standin:
         assert standin.url.startswith("https://127.0.0.1:")
         async with BackendClient(standin.url, "t", verify=str(bundle)) as client:
-            assert (await client.start_job(start(1))).kind == "delivered"
+            assert (await start_job(client, start(1))).kind == "delivered"
             assert len(await client.running_jobs()) == 1
 
 
@@ -224,9 +234,9 @@ async def test_https_wrong_ca_fails_transiently_with_a_hint(ca: trustme.CA, tmp_
     trustme.CA().cert_pem.write_to_path(str(other))
     async with serving(ssl_context=server_context(ca)) as standin:
         async with BackendClient(standin.url, "t", verify=str(other)) as client:
-            outcome = await client.start_job(start(1))
+            outcome = await start_job(client, start(1))
         async with BackendClient(standin.url, "t") as system_cas:
-            assert (await system_cas.start_job(start(1))).kind == "transient"
+            assert (await start_job(system_cas, start(1))).kind == "transient"
         assert standin.backend.jobs == []
     assert outcome.kind == "transient"
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.message
@@ -240,7 +250,7 @@ async def test_https_insecure_opt_out_warns(
         with caplog.at_level(logging.WARNING, logger="ccsa.ccbackend"):
             client = BackendClient(standin.url, "t", verify=False)
         async with client:
-            assert (await client.start_job(start(1))).kind == "delivered"
+            assert (await start_job(client, start(1))).kind == "delivered"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "DISABLED" in warnings[0].getMessage()
@@ -283,10 +293,10 @@ async def test_from_config(ca: trustme.CA, tmp_path: Path) -> None:
         async with BackendClient.from_config(cfg) as client:
             assert client.base_url == standin.url
             assert client.timeout == 5.0
-            assert (await client.start_job(start(1))).kind == "delivered"
+            assert (await start_job(client, start(1))).kind == "delivered"
         minimal = SimpleNamespace(cc_rest_url=standin.url, cc_rest_jwt=auth.issue())
         async with BackendClient.from_config(minimal) as client:  # system CAs: fails
-            assert (await client.start_job(start(2))).kind == "transient"
+            assert (await start_job(client, start(2))).kind == "transient"
 
 
 async def test_jwt_never_leaks(caplog: pytest.LogCaptureFixture, ca: trustme.CA) -> None:
@@ -302,16 +312,16 @@ async def test_jwt_never_leaks(caplog: pytest.LogCaptureFixture, ca: trustme.CA)
             standin.faults.rule("start_job", job_id=1, status=400, message=f"bad token {token}")
             standin.faults.rule("start_job", job_id=2, status=500, message=f"oops {token}")
             for job_id in (1, 2):
-                texts.append((await client.start_job(start(job_id))).message)
+                texts.append((await start_job(client, start(job_id))).message)
             standin.faults.latency("stop_job", 30, n=1)
-            texts.append((await client.stop_job(stop(1))).message)
+            texts.append((await stop_job(client, stop(1))).message)
             standin.faults.script("get_jobs", [(401, f"no {token}"), (503, token)])
             for _ in range(2):
                 with pytest.raises((BackendRejected, BackendUnavailable)) as info:
                     await client.running_jobs()
                 texts += [str(info.value), repr(info.value)]
             standin.down()
-            texts.append((await client.start_job(start(3))).message)
+            texts.append((await start_job(client, start(3))).message)
             with pytest.raises(BackendUnavailable) as down:
                 await client.running_jobs()
             texts.append(str(down.value))
@@ -319,7 +329,7 @@ async def test_jwt_never_leaks(caplog: pytest.LogCaptureFixture, ca: trustme.CA)
         serving(ssl_context=server_context(ca)) as tls,
         BackendClient(tls.url, token) as client,
     ):
-        texts.append((await client.start_job(start(4))).message)
+        texts.append((await start_job(client, start(4))).message)
     assert any("bad token <jwt>" in t for t in texts)
     assert len(texts) >= 10
     for text in [*texts, caplog.text]:

@@ -10,22 +10,23 @@ import httpcore
 import httpx
 import pytest
 import trio
-from standin_helpers import serving
+from standin_helpers import serving, start_job
 from test_client import start
 
 import ccsa.ccbackend.client as cl
-from ccsa.ccbackend.client import BackendClient, _decoded
+from ccsa.ccbackend.client import BackendClient
+from ccsa.ccbackend.pool import decoded
 from ccsa.errors import ConfigError
 
 
 async def test_keepalive_reuse_sequential_and_concurrent() -> None:
     async with serving() as standin, BackendClient(standin.url, "t") as client:
         for i in range(20):
-            assert (await client.start_job(start(i))).kind == "delivered"
+            assert (await start_job(client, start(i))).kind == "delivered"
         assert client.connections_opened == 1
         async with trio.open_nursery() as n:
             for i in range(20, 40):
-                n.start_soon(client.start_job, start(i))
+                n.start_soon(start_job, client, start(i))
         assert client.connections_opened <= 20
         assert len(standin.requests("start_job")) == 40
 
@@ -33,22 +34,22 @@ async def test_keepalive_reuse_sequential_and_concurrent() -> None:
 async def test_transport_path() -> None:
     async with serving() as standin:
         async with BackendClient(standin.url, "t", transport=httpx.AsyncHTTPTransport()) as client:
-            assert (await client.start_job(start(1))).kind == "delivered"
-            assert (await client.start_job(start(1))).kind == "done"
+            assert (await start_job(client, start(1))).kind == "delivered"
+            assert (await start_job(client, start(1))).kind == "done"
             assert len(await client.running_jobs()) == 1
             assert client.connections_opened == 0
         standin.down()
         async with BackendClient(standin.url, "t", transport=httpx.AsyncHTTPTransport()) as client:
-            o = await client.start_job(start(2))
+            o = await start_job(client, start(2))
             assert o.kind == "transient"
             assert "ConnectError" in o.message
 
 
 def test_decoded() -> None:
     body = b'{"a":1}'
-    assert _decoded([(b"Content-Encoding", b"gzip")], gzip.compress(body)) == body
-    assert _decoded([(b"content-encoding", b"deflate")], zlib.compress(body)) == body
-    assert _decoded([(b"content-type", b"x")], body) == body
+    assert decoded([(b"Content-Encoding", b"gzip")], gzip.compress(body)) == body
+    assert decoded([(b"content-encoding", b"deflate")], zlib.compress(body)) == body
+    assert decoded([(b"content-type", b"x")], body) == body
 
 
 async def test_pool_timeout_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +59,7 @@ async def test_pool_timeout_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
         results: dict[int, Any] = {}
 
         async def one(i: int) -> None:
-            results[i] = await client.start_job(start(i))
+            results[i] = await start_job(client, start(i))
 
         async with trio.open_nursery() as n:
             n.start_soon(one, 1)
@@ -77,19 +78,19 @@ async def test_pool_timeout_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
         # cancel mid-request: the connection is dropped, the next request works
         standin.faults.latency("start_job", 5, n=1)
         with trio.move_on_after(0.1):
-            await client.start_job(start(5))
-        assert (await client.start_job(start(6))).kind == "delivered"
+            await start_job(client, start(5))
+        assert (await start_job(client, start(6))).kind == "delivered"
 
 
 async def test_ipv6_and_prefix() -> None:
     async with serving(host="::1") as standin, BackendClient(standin.url, "t") as client:
         assert standin.url.startswith("http://[::1]:")
-        assert (await client.start_job(start(1))).kind == "delivered"
+        assert (await start_job(client, start(1))).kind == "delivered"
         assert standin.requests("start_job")[0].headers["host"] == standin.url.removeprefix(
             "http://"
         )
     async with serving() as standin, BackendClient(standin.url + "/prefix", "t") as client:
-        o = await client.start_job(start(1))
+        o = await start_job(client, start(1))
         assert o.status == 404  # /prefix/api/... does not exist on the stand-in
 
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -19,7 +20,7 @@ from ccsa.ccbackend.models import Resource, StartJob, StopJob
 from ccsa.daemon.delivery import Backoff, Delivery
 from ccsa.daemon.plan import JobKey, QueueStart, QueueStop
 from ccsa.daemon.store import OutboxRow, Store
-from ccsa.errors import PublishError
+from ccsa.errors import BackendRejected, BackendUnavailable, PublishError
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,19 @@ class Backend:
         self.running.discard(key)
         self.stopped.add(key)
         return Outcome("delivered", 200)
+
+    async def post(self, endpoint: str, body: bytes) -> Outcome:
+        """``BackendClient.post``'s protocol: an Outcome when done, else the error it raises."""
+        if endpoint == "start_job":
+            outcome = await self.start_job(msgspec.json.decode(body, type=StartJob))
+        else:
+            outcome = await self.stop_job(msgspec.json.decode(body, type=StopJob))
+        if outcome.kind == "transient":
+            raise BackendUnavailable(f"POST {endpoint}", outcome.message, outcome.status)
+        if outcome.kind == "rejected":
+            assert outcome.status is not None
+            raise BackendRejected(f"POST {endpoint}", outcome.status, outcome.message)
+        return outcome
 
 
 @dataclass
@@ -165,7 +179,7 @@ async def test_every_job_started_and_stopped_once_in_order(
     _order_ok(backend.calls)
     assert d.stats.starts_delivered == 40
     assert d.stats.stops_delivered == 40
-    assert store.job_phase(JobKey("c1", 7, 100)) == "stopped"
+    assert store.job(JobKey("c1", 7, 100)).phase == "stopped"
 
 
 async def test_one_rejected_job_in_a_thousand_does_not_block_the_rest(
@@ -212,7 +226,7 @@ async def test_stop_answered_404_is_done(
     assert d.stats.stops_done == 1
     assert d.stats.stops_delivered == 1
     assert store.parked_count() == 0
-    assert store.job_phase(JobKey("c1", 5, 100)) == "stopped"
+    assert store.job(JobKey("c1", 5, 100)).phase == "stopped"
 
 
 async def test_duplicate_start_422_is_done_and_not_published(

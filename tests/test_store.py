@@ -92,8 +92,8 @@ def test_apply_moves_watermark_with_actions(store: Store) -> None:
     assert (res.starts, res.stops) == (2, 1)
     assert store.watermark("c1") == 1000.0
     assert store.outbox_depth() == 3
-    assert store.job_phase(JobKey("c1", 1, 100)) == "stop_queued"
-    assert store.job_phase(JobKey("c1", 2, 100)) == "start_queued"
+    assert store.job(JobKey("c1", 1, 100)).phase == "stop_queued"
+    assert store.job(JobKey("c1", 2, 100)).phase == "start_queued"
     # applying the same plan again (overlap window) queues nothing twice
     res = store.apply("c1", [start(2)], now=6.0, rest=True, nats=False, watermark=1100.0)
     assert res.starts == 0
@@ -127,7 +127,7 @@ def test_stop_is_not_eligible_before_its_start_is_done(store: Store) -> None:
     (pending,) = [r for r in store.eligible(0, 100) if r.kind == "start"]
     assert not pending.rest_pending
     assert pending.nats_pending
-    assert store.job_phase(JobKey("c1", 1, 100)) == "stop_queued"
+    assert store.job(JobKey("c1", 1, 100)).phase == "stop_queued"
     store.nats_done(pending, now=3.0)
     assert [(r.key.job_id, r.kind) for r in store.eligible(0, 100)] == [(1, "stop"), (2, "stop")]
     assert store.eligible(rows[-1].id, 100) == [
@@ -147,7 +147,7 @@ def test_rest_done_advances_phases(store: Store) -> None:
     store.apply("c1", [stop(1)], now=8.0, rest=True, nats=False)
     (row,) = store.eligible(0, 10)
     store.rest_done(row, publish_nats=False, now=9.0)
-    assert store.job_phase(JobKey("c1", 1, 100)) == "stopped"
+    assert store.job(JobKey("c1", 1, 100)).phase == "stopped"
 
 
 def test_nats_only_rows(store: Store) -> None:
@@ -316,7 +316,7 @@ def test_stale_plans_do_not_resend_what_is_done(store: Store) -> None:
     store.apply("c1", [start(1)], now=1.0, rest=True, nats=False)
     store.rest_done(store.eligible(0, 10)[0], publish_nats=False, now=2.0)
     assert store.apply("c1", [start(1)], now=3.0, rest=True, nats=False).starts == 0
-    assert store.job_phase(JobKey("c1", 1, 100)) == "started"
+    assert store.job(JobKey("c1", 1, 100)).phase == "started"
     # ... unless it is an explicit re-send (cc-backend lost the job)
     again = QueueStart(JobKey("c1", 1, 100), start(1).body, "batch", True, resend=True)
     assert store.apply("c1", [again], now=4.0, rest=True, nats=False).starts == 1

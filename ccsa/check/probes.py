@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from ccsa.ccbackend.client import error_text, ssl_context
+from ccsa.ccbackend.answers import error_text
+from ccsa.ccbackend.pool import ssl_context
 from ccsa.check.findings import Finding
 from ccsa.check.rules import (
     DirInfo,

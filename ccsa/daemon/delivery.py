@@ -30,10 +30,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
-import msgspec
 import trio
 
-from ccsa.ccbackend.models import StartJob, StopJob
+from ccsa.ccbackend.answers import Endpoint, Outcome
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
 from ccsa.errors import BackendRejected, BackendUnavailable, PublishError
@@ -45,27 +44,15 @@ BATCH = 256
 #: Statuses that mean "cc-backend (or its proxy) is not there": pause, do not hammer.
 _GATEWAY = frozenset({502, 503, 504})
 
-_start_decoder = msgspec.json.Decoder(StartJob)
-_stop_decoder = msgspec.json.Decoder(StopJob)
-
-
-class Outcome(Protocol):
-    """What ``ccsa.ccbackend.client`` answers: kind delivered/done/rejected/transient."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def status(self) -> int | None: ...
-
-    @property
-    def message(self) -> str: ...
+#: Present in a start body exactly when a node has hardware threads: ``omit_defaults`` leaves
+#: out ``hwthreads: null``, and JSON escapes a quote inside a string (no false match in a script).
+_HWTHREADS_KEY = b'"hwthreads":'
 
 
 class RestClient(Protocol):
-    async def start_job(self, body: StartJob) -> Outcome: ...
+    """What delivery needs of ``ccsa.ccbackend.client.BackendClient`` (its error protocol)."""
 
-    async def stop_job(self, body: StopJob) -> Outcome: ...
+    async def post(self, endpoint: Endpoint, body: bytes) -> Outcome: ...
 
 
 class NatsPublisher(Protocol):
@@ -336,63 +323,58 @@ class Delivery:
 
     async def _send_rest(self, row: OutboxRow) -> None:
         assert self.client is not None
-        host_only = False
-        try:
-            if row.kind == "start":
-                start = _start_decoder.decode(row.body)
-                host_only = all(r.hwthreads is None for r in start.resources)
-                outcome = await self.client.start_job(start)
-            else:
-                outcome = await self.client.stop_job(_stop_decoder.decode(row.body))
-            kind, status, message = outcome.kind, outcome.status, outcome.message
-        except BackendUnavailable as exc:
-            kind, status, message = "transient", exc.status, exc.reason
-        except BackendRejected as exc:
-            kind, status, message = "rejected", exc.status, exc.reason
+        endpoint: Endpoint = "start_job" if row.kind == "start" else "stop_job"
         what = f"{row.kind}_job of job {row.key.job_id} on {row.key.cluster}"
-        if kind == "delivered":
-            self.rest_gate.success()
-            self._forget(row)
-            publish = self.publisher is not None
-            self.store.rest_done(row, publish_nats=publish, now=self.now())
-            if row.kind == "start":
-                self.stats.starts_delivered += 1
-                self.stats.without_resources += host_only
-            else:
-                self.stats.stops_delivered += 1
-            log.debug("%s delivered (%s)", what, status)
-            if publish:
-                await self._publish(_nats_only(row))
-        elif kind == "done":
-            self.rest_gate.success()
-            self._forget(row)
+        try:
+            outcome = await self.client.post(endpoint, row.body)
+        except BackendUnavailable as exc:
+            self._rest_failed(row, what, exc)
+            return
+        except BackendRejected as exc:
+            self._rest_rejected(row, what, exc)
+            return
+        self.rest_gate.success()
+        self._forget(row)
+        if outcome.kind == "done":
             self.store.rest_done(row, publish_nats=False, now=self.now())
             if row.kind == "start":
                 self.stats.starts_done += 1
             else:
                 self.stats.stops_done += 1
-            log.info("%s: cc-backend answered %s, already known: %s", what, status, message)
-        elif kind == "rejected":
-            self.rest_gate.success()
-            self._forget(row)
-            code = status if status is not None else 0
-            n = self.store.park(row, code, message, self.now())
-            self.stats.rejections[code] += 1
-            also = f" (with {n - 1} stop(s) of the same job)" if n > 1 else ""
-            log.warning(
-                "%s rejected by cc-backend with %s: %s; parked%s, re-drive it once fixed",
-                what,
-                status,
-                message,
-                also,
-            )
+            log.info("%s: cc-backend answered %s, already known: %s", what, outcome.status,
+                     outcome.message)  # fmt: skip
+            return
+        publish = self.publisher is not None
+        self.store.rest_done(row, publish_nats=publish, now=self.now())
+        if row.kind == "start":
+            self.stats.starts_delivered += 1
+            self.stats.without_resources += _HWTHREADS_KEY not in row.body
         else:
-            self.stats.transient_failures += 1
-            self.store.failed(row, f"{status or 'no answer'}: {message}")
-            self._retry(row)
-            if status is None or status in _GATEWAY:
-                self.rest_gate.failure(trio.current_time())
-            log.warning("%s failed (%s: %s); will retry", what, status or "no answer", message)
+            self.stats.stops_delivered += 1
+        log.debug("%s delivered (%s)", what, outcome.status)
+        if publish:
+            await self._publish(_nats_only(row))
+
+    def _rest_rejected(self, row: OutboxRow, what: str, exc: BackendRejected) -> None:
+        """cc-backend refused this row for good: park it (with its job's stops, for a start)."""
+        self.rest_gate.success()
+        self._forget(row)
+        n = self.store.park(row, exc.status, exc.reason, self.now())
+        self.stats.rejections[exc.status] += 1
+        also = f" (with {n - 1} stop(s) of the same job)" if n > 1 else ""
+        log.warning("%s rejected by cc-backend with %s: %s; parked%s, re-drive it once fixed",
+                    what, exc.status, exc.reason, also)  # fmt: skip
+
+    def _rest_failed(self, row: OutboxRow, what: str, exc: BackendUnavailable) -> None:
+        """A transient failure: keep the row, retry it with backoff; no answer or a gateway's
+        error also pauses the REST channel."""
+        status = exc.status
+        self.stats.transient_failures += 1
+        self.store.failed(row, f"{status or 'no answer'}: {exc.reason}")
+        self._retry(row)
+        if status is None or status in _GATEWAY:
+            self.rest_gate.failure(trio.current_time())
+        log.warning("%s failed (%s: %s); will retry", what, status or "no answer", exc.reason)
 
     async def _publish(self, row: OutboxRow) -> None:
         if self.publisher is None or self.nats_encode is None:

@@ -29,6 +29,7 @@ from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
 from ccsa.daemon.sync import Syncer
 from ccsa.daemon.windows import FIRST_SUB_WINDOW, SubWindows
+from ccsa.errors import BackendError
 from ccsa.natsbus import lineproto
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.runner import SlurmRunner
@@ -129,11 +130,11 @@ async def build(
             line = b'{"kind":"node_state","body":' + encode(body) + b"}\n"
             (out or sys.stdout).write(line.decode())
             return
-        outcome = await client.node_state(body)
-        if outcome.kind not in ("delivered", "done"):
+        try:
+            await client.post("nodestate", encode(body))
+        except BackendError as exc:
             stats.node_state_failures += 1
-            log.warning("%s: node state not accepted: %s %s", body.cluster,
-                        outcome.status, outcome.message)  # fmt: skip
+            log.warning("%s: node state not accepted: %s", body.cluster, exc)
 
     syncer = Syncer(
         slurm,
