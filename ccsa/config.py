@@ -193,7 +193,7 @@ def load(path: str) -> Config:
     if mode & stat.S_IRWXO:
         warnings.append(
             f"{path}: the file is accessible by all users but holds the cc-backend JWT; "
-            f"fix: chmod 640 {path}"
+            f"fix: chmod 0600 {path}"
         )
     known = set(KEYS.values())
     folded = {k.lower(): k for k in known}

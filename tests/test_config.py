@@ -171,7 +171,7 @@ def test_world_readable_file_warns(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL, mode=0o644)
     (warning,) = load(path).warnings
     assert path in warning
-    assert f"chmod 640 {path}" in warning
+    assert f"chmod 0600 {path}" in warning
 
 
 def test_removed_key_gets_a_specific_hint(tmp_path: Path) -> None:
