@@ -138,8 +138,7 @@ def hook_config(
             "warn",
             f"{f.path} absent: the hook connects to {DEFAULT_SOCK}, but the daemon listens "
             f"on {want}",
-            f'echo \'{{"prepSockConnectPath": "{want}"}}\' > {f.path} && chgrp {hook_group} '
-            f"{f.path} && chmod 0640 {f.path}",
+            f'echo \'{{"prepSockConnectPath": "{want}"}}\' > {f.path} && chmod 0644 {f.path}',
         )
     if content is None:
         return Verdict("fail", f"{f.path} is not a JSON object", f"rewrite {f.path}")
@@ -155,7 +154,7 @@ def hook_config(
         return Verdict(
             "fail",
             f"{_describe(f)}: group {hook_group} cannot read it, so the hook cannot send",
-            f"chgrp {hook_group} {f.path} && chmod 0640 {f.path}",
+            f"chmod 0644 {f.path} (it holds no secret)",
         )
     got = content.get("prepSockConnectPath", DEFAULT_SOCK)
     try:

@@ -14,7 +14,7 @@
 #
 # The hook needs the daemon's socket, never the cc-backend JWT: it does not read config.json
 # (readable by the service user only). When prepSockConnectPath is not the default socket, put
-# the address alone into /opt/cc-slurm-adapter/hook.json, readable by group slurm:
+# the address alone into /opt/cc-slurm-adapter/hook.json (mode 0644, nothing secret in it):
 #   {"prepSockConnectPath": "/run/cc-slurm-adapter/daemon.sock"}
 # and the hook passes that file with -config. CCSA_CONFIG names another such file, CCSA_ADAPTER
 # the adapter's absolute path (tests). Failures go to syslog (logger) and to stderr (slurmctld's

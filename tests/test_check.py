@@ -27,7 +27,7 @@ from ccsa.check.rules import (
     operator_finding,
     socket_dir_findings,
 )
-from ccsa.config import Config, make_config
+from ccsa.config import Config, load, make_config
 from ccsa.sim.ccbackend import clusters
 from ccsa.sim.ccbackend.auth import AuthConfig
 from ccsa.sim.ccbackend.server import StandIn
@@ -384,3 +384,38 @@ async def test_cli_exit_status_and_table(
     assert proc.returncode == 2
     assert "ccRestJwt" in proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
+
+
+async def test_file_modes_config_and_socket(
+    sim: SimCluster, backend: Backend_, sock_dir: Path, tmp_path: Path
+) -> None:
+    """The JWT-bearing config readable by the hook's group fails with the fix; 0600 passes. The
+    socket the daemon would bind (mode 0660, our group) passes; world-writable fails."""
+    values = {
+        "ccRestUrl": backend.standin.url,
+        "ccRestJwt": backend.token,
+        "slurmBinDir": str(sim.bin_dir),
+        "prepSockListenPath": str(sock_dir / "daemon.sock"),
+        "prepSockConnectPath": str(sock_dir / "daemon.sock"),
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    path.chmod(0o640)  # group ROOT_GROUP stands in for slurm
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(sock_dir / "daemon.sock"))
+        os.chmod(sock_dir / "daemon.sock", 0o660)
+        findings, text = await check(load(str(path)))
+        by = {f.check: f for f in findings}
+        assert by["config file"].level == "fail", text
+        assert by["config file"].fix.startswith(f"chmod 0600 {path}")
+        assert by["PrEp socket"].level == "ok", text
+        path.chmod(0o600)
+        os.chmod(sock_dir / "daemon.sock", 0o666)
+        findings, text = await check(load(str(path)))
+        by = {f.check: f for f in findings}
+        assert by["config file"].level == "ok", text
+        assert by["PrEp socket"].level == "fail", text
+        assert backend.token not in text
+    finally:
+        server.close()

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
+import msgspec
 
+from ccsa import permissions
 from ccsa.ccbackend.answers import error_text
 from ccsa.ccbackend.pool import ssl_context
 from ccsa.check.findings import Finding
@@ -210,6 +212,42 @@ async def socket_rows(ctx: CheckContext) -> list[Finding]:
     return [socket_dir_findings(addr.path, _dir_chain(addr.path), ctx.slurm_group, gid)]
 
 
+async def permission_rows(ctx: CheckContext) -> list[Finding]:
+    """Modes and owners: secrets for the service user only, the socket and hook.json for the
+    hook's group (`ccsa.permissions`, docs/admin-guide.md section 6)."""
+    cfg, group, facts = ctx.cfg, ctx.slurm_group, permissions.facts
+    jwt = permissions.secret_file(facts(cfg.config_path), "the cc-backend JWT", group)
+    verdicts = [("config file", jwt)]
+    for key, path in (("natsCredsFile", cfg.nats_creds_file), ("natsNKeySeedFile",
+                      cfg.nats_nkey_seed_file)):  # fmt: skip
+        if path:
+            verdicts.append((key, permissions.secret_file(facts(path), key, group)))
+    if isinstance(cfg.prep_sock_listen_path, UnixAddr):
+        sock = facts(cfg.prep_sock_listen_path.path)
+        verdicts.append(("PrEp socket", permissions.socket(sock, group)))
+    hook = facts(permissions.HOOK_CONFIG)
+    try:
+        content = _json_object(hook.path) if hook.exists else None
+    except PermissionError:
+        text = f"{hook.path}: not readable by {ctx.user}; run check as root to see it"
+        verdicts.append(("hook config", permissions.Verdict("info", text)))
+    else:
+        want = str(cfg.prep_sock_connect_path)
+        verdicts.append(("hook config", permissions.hook_config(hook, content, want, group)))
+    return [Finding(name, v.level, v.detail, v.fix) for name, v in verdicts]
+
+
+def _json_object(path: str) -> dict[str, object] | None:
+    """``path``'s JSON object, None when it holds anything else; PermissionError passes."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        value = msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 async def gpu_rows(ctx: CheckContext) -> list[Finding]:
     """``gpuPciAddrs`` against the GPU nodes sinfo reported."""
     maps = [(m.source, len(m.addrs)) for m in ctx.cfg.gpu_pci_addrs]
@@ -252,5 +290,6 @@ PRODUCERS: list[RowProducer] = [
     backend_rows,
     nats_rows,
     socket_rows,
+    permission_rows,
     gpu_rows,
 ]
