@@ -116,18 +116,24 @@ def test_ten_thousand_actions_in_one_transaction(store: Store) -> None:
     assert store.outbox_depth() == 20_000
 
 
-def test_stop_is_not_eligible_before_its_start_is_done(store: Store) -> None:
+def test_stop_is_not_eligible_before_its_start_is_done_per_channel(store: Store) -> None:
+    """Stop-after-start holds per channel (issue 17 item 1): a stop's POST waits for its
+    start's POST only; its NATS publish waits until the start's row is gone."""
     store.apply("c1", [start(1), stop(1), stop(2, 100)], now=1.0, rest=True, nats=True)
     rows = store.eligible(0, 100)
     assert [(r.key.job_id, r.kind) for r in rows] == [(1, "start"), (2, "stop")]
     (s1,) = [r for r in rows if r.kind == "start"]
-    # REST delivered, NATS still to publish: the stop must still wait
+    # The start is POSTed, its NATS publish still pending: the stop may be POSTed now.
     store.rest_done(s1, publish_nats=True, now=2.0)
-    assert [(r.key.job_id, r.kind) for r in store.eligible(0, 100)] == [(1, "start"), (2, "stop")]
-    (pending,) = [r for r in store.eligible(0, 100) if r.kind == "start"]
+    eligible = store.eligible(0, 100)
+    assert [(r.key.job_id, r.kind) for r in eligible] == [(1, "start"), (1, "stop"), (2, "stop")]
+    pending, stop1 = eligible[0], eligible[1]
     assert not pending.rest_pending
     assert pending.nats_pending
     assert store.job(JobKey("c1", 1, 100)).phase == "stop_queued"
+    # The stop is POSTed too: its publish waits for the start's publish.
+    store.rest_done(stop1, publish_nats=True, now=2.5)
+    assert [(r.key.job_id, r.kind) for r in store.eligible(0, 100)] == [(1, "start"), (2, "stop")]
     store.nats_done(pending, now=3.0)
     assert [(r.key.job_id, r.kind) for r in store.eligible(0, 100)] == [(1, "stop"), (2, "stop")]
     assert store.eligible(rows[-1].id, 100) == [

@@ -2,8 +2,9 @@
 
 Rules (SPEC §2, §4.2, §4.3; ccbackend.md §12):
 
-* never a stop before its start: the store only offers a stop once no start row of the same job
-  is left (in flight, or waiting for its NATS publish);
+* never a stop before its start, per channel (issue 17 item 1): the store offers a stop's POST
+  once its start's POST is done, and its NATS publish once its start's row is gone, so an outage
+  of one channel never holds back the other;
 * REST 201/200 -> delivered (then NATS, when configured); 422 on start and 422/404 on stop ->
   done (cc-backend already has it; idempotent, no NATS); 400/401/403 -> parked with cc-backend's
   reason (a parked start takes its stops along, see `Store.park`), never retried on its own;
@@ -182,6 +183,9 @@ class Delivery:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dispatcher + workers, until cancelled. Cancellation loses nothing (see module doc)."""
+        if self.client is None and not self.dry_run:
+            # Rows queued while REST submission was on; it is now off (config changed).
+            self.store.without_rest()
         send, receive = trio.open_memory_channel[OutboxRow](0)
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
@@ -306,13 +310,10 @@ class Delivery:
         if self.dry_run:
             self._print(row)
             return
-        if row.rest_pending and self.client is None:
-            # Queued while REST submission was on; it is now off (config changed on restart).
-            await self._publish(_nats_only(row))
-        elif row.rest_pending:
+        if row.rest_pending and self.client is not None:
             await self._send_rest(row)
-        elif row.nats_pending:
-            await self._publish(row)
+        elif row.nats_pending or row.rest_pending:
+            await self._publish(_nats_only(row))
 
     def _print(self, row: OutboxRow) -> None:
         kind = b"start_job" if row.kind == "start" else b"stop_job"
@@ -352,8 +353,10 @@ class Delivery:
         else:
             self.stats.stops_delivered += 1
         log.debug("%s delivered (%s)", what, outcome.status)
-        if publish:
+        if publish and self.nats_gate.open(trio.current_time()):
             await self._publish(_nats_only(row))
+        # else: the dispatcher publishes it once the NATS channel is open again; this worker
+        # goes back to POSTing (a NATS outage never slows the REST channel down).
 
     def _rest_rejected(self, row: OutboxRow, what: str, exc: BackendRejected) -> None:
         """cc-backend refused this row for good: park it (with its job's stops, for a start)."""

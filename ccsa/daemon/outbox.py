@@ -26,11 +26,15 @@ ROW_COLS = (
     "attempts, last_error, created"
 )
 
-#: An outbox row (alias ``o``) that may be sent now: a stop only once no start of the same job
-#: is left in the outbox (pending, in flight, or waiting for its NATS publish).
+#: An outbox row (alias ``o``) that may be sent now: stop-after-start holds per channel only
+#: (issue 17 item 1). A stop that still owes its POST waits for its start's POST only; a stop
+#: that owes only its NATS publish waits until its start's row is gone (POSTed and published).
+#: So a NATS outage never holds back a stop's POST, and a stop is never published before its
+#: start.
 _SENDABLE = (
     "(o.kind='start' OR NOT EXISTS (SELECT 1 FROM outbox s WHERE s.cluster=o.cluster AND "
-    "s.job_id=o.job_id AND s.start_time=o.start_time AND s.kind='start'))"
+    "s.job_id=o.job_id AND s.start_time=o.start_time AND s.kind='start' AND "
+    "(s.rest_pending=1 OR o.rest_pending=0)))"
 )
 
 
@@ -130,6 +134,16 @@ class Outbox(StateDB):
         """The outbox, oldest first (at most ``limit`` rows)."""
         q = f"SELECT {ROW_COLS} FROM outbox ORDER BY id" + (" LIMIT ?" if limit else "")
         return [_row(r) for r in self._db.execute(q, (limit,) if limit else ())]
+
+    def without_rest(self) -> int:
+        """REST submission is off (it was on when these rows were queued): every row that still
+        owes its POST owes a NATS publish instead, so the NATS channel's order rule applies to
+        it. Returns the rows changed."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE outbox SET rest_pending=0, nats_pending=1 WHERE rest_pending=1"
+            )
+            return cur.rowcount
 
     def outbox_empty(self) -> bool:
         """True when nothing waits for delivery (O(1), unlike counting)."""

@@ -1,0 +1,108 @@
+"""REST and NATS are separate channels: an outage of one never holds back the other (#17).
+
+Real components only: the stand-in cc-backend on a loopback port, a real ``nats-server``
+(tests/nats_server.py) that is down, then started, and the daemon's own ``Delivery``, ``Store``,
+``BackendClient`` and ``Publisher``. The production event (issue 17 item 1): with REST on (the
+default) and NATS configured, NATS down or its credentials revoked for hours kept every stop
+from cc-backend, because the stop waited for its start's NATS publish. Stop-after-start is a
+rule *per channel*: a stop is POSTed once its start is POSTed, published once its start is
+published.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+from nats_server import NatsServer
+from standin_helpers import T0, serving
+from test_natspub import SUBJECT, Subscriber
+
+from ccsa.ccbackend.client import BackendClient
+from ccsa.ccbackend.models import Resource, StartJob, StopJob
+from ccsa.daemon.delivery import Backoff, Delivery
+from ccsa.daemon.pipeline import nats_encoder
+from ccsa.daemon.plan import Action, JobKey, QueueStart, QueueStop
+from ccsa.daemon.store import Store
+from ccsa.natsbus.lineproto import decode
+from ccsa.natsbus.publisher import Publisher
+from ccsa.sim.ccbackend.server import StandIn
+
+JOBS = 20
+
+
+def start_stop(job_id: int) -> list[Action]:
+    key = JobKey("test", job_id, T0)
+    start = StartJob(
+        job_id=job_id,
+        cluster="test",
+        user="alice",
+        project="p",
+        num_nodes=1,
+        resources=[Resource(hostname="c001", hwthreads=[0, 1])],
+        start_time=T0,
+        shared="none",
+    )
+    stop = StopJob(
+        job_id=job_id, cluster="test", job_state="completed", stop_time=T0 + 60, start_time=T0
+    )
+    return [QueueStart(key, start, "batch", True), QueueStop(key, stop, "batch")]
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def delivering(store: Store, standin: StandIn, nats: NatsServer) -> AsyncIterator[Delivery]:
+    async with (
+        BackendClient(standin.url, "token-for-a-standin-without-auth") as client,
+        Publisher(nats.url, subject=SUBJECT, reconnect_wait=0.1) as publisher,
+        trio.open_nursery() as nursery,
+    ):
+        delivery = Delivery(
+            store,
+            client=client,
+            publisher=publisher,
+            nats_encode=nats_encoder("ctl"),
+            now=lambda: T0 + 100.0,
+            backoff=Backoff(base=0.1, cap=1.0),
+        )
+        await nursery.start(delivery.run)
+        yield delivery
+        nursery.cancel_scope.cancel()
+
+
+async def test_nats_outage_never_holds_back_rest_stops(tmp_path: Path) -> None:
+    nats = NatsServer(tmp_path)  # not started: NATS is down from the beginning
+    store = Store.open(tmp_path / "state.sqlite3")
+    actions = [a for job_id in range(1, JOBS + 1) for a in start_stop(job_id)]
+    store.apply("test", actions, now=T0, rest=True, nats=True)
+    async with serving() as standin, delivering(store, standin, nats) as delivery:
+        # Every stop reaches cc-backend while NATS is still down ...
+        await wait_for(lambda: len(standin.requests("stop_job")) == JOBS)
+        assert [r.status for r in standin.requests("stop_job")] == [200] * JOBS
+        assert delivery.stats.stops_delivered == JOBS
+        # ... and every row still owes its NATS publish (nothing dropped).
+        rows = store.outbox_rows()
+        assert len(rows) == 2 * JOBS
+        assert all(r.nats_pending and not r.rest_pending for r in rows)
+        # NATS comes back: every event is published, each job's start before its stop.
+        await trio.to_thread.run_sync(nats.start)
+        try:
+            with Subscriber(nats.url) as sub:
+                await wait_for(lambda: store.outbox_empty())
+                messages = await sub.wait_for(2 * JOBS)
+        finally:
+            nats.stop()
+    store.close()
+    events = [e for m in messages for e in decode(m)]
+    order = [(e.function, json.loads(e.event)["jobId"]) for e in events]
+    assert len(order) == 2 * JOBS
+    for job_id in range(1, JOBS + 1):
+        assert order.index(("start_job", job_id)) < order.index(("stop_job", job_id))
