@@ -40,9 +40,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
-from ccsa.ccbackend.models import VALID_STOP_STATES, Resource, StartJob, StopJob
+from ccsa.ccbackend.models import VALID_STOP_STATES, Resource, SharedMode, StartJob, StopJob
 from ccsa.errors import SlurmDecodeError
 from ccsa.gres import GresError, parse_tres
 from ccsa.hostlist import HostlistError, expand
@@ -54,8 +53,6 @@ from ccsa.slurm.squeue import QueueJob
 from ccsa.slurm.types import NO_VAL32_FLOOR, NV, first, flags, num
 
 log = logging.getLogger(__name__)
-
-SharedMode = Literal["none", "single_user", "multi_user"]
 
 _ALIVE = frozenset({"PENDING", "RUNNING", "SUSPENDED"})
 _REQUEUE_FLAGS = frozenset({"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"})

@@ -21,15 +21,15 @@ Why the wall clock: the daemon is a separate process and takes "now" from ``time
 in-process ``supervisor.main`` accepts an injected clock), so the cluster follows the real clock
 and the schedule is compressed instead: jobs of 8-15 s, MinJobAge 15 s, a 2 s poll.
 
-Capturability: a job's hwthreads/GPUs can only come from slurmctld, and ``squeue`` (as ccsa
-calls it, without ``-t all``) lists a job only while it runs. A job counts as *capturable* when
-the ``squeue`` snapshot of one of the daemon's polls that succeeded (its ``synced A..B UTC`` log
-line; the snapshot is the first ``squeue --all`` the simulator logged at or after B) saw it
-running, `CAPTURE_MARGIN` seconds clear of its start and end. Such a job must arrive with exactly
-Slurm's hwthreads and GPU PCI addresses. Any other job must arrive with the right host names
-(and is counted). Deriving this from the polls and snapshots that actually happened, not from a
-model of the daemon's cadence, keeps the check exact on a loaded machine where a poll may take
-tens of seconds.
+Capturability: a job's hwthreads/GPUs can only come from slurmctld, and ``squeue`` (as ccsa calls
+it, without ``-t all``) lists a job only while it runs. A job counts as *capturable* when the
+``squeue`` snapshot of one of the daemon's polls that succeeded (its ``synced A..B UTC`` log line;
+the snapshot is the first ``squeue --all`` the simulator logged at or after B) saw it running,
+``ccsa.sim.verdict.CAPTURE_MARGIN`` seconds clear of its start and end. Such a job must arrive with
+exactly Slurm's hwthreads and GPU PCI addresses. Any other job must arrive with the right host
+names (and is counted). Deriving this from the polls and snapshots that actually happened, not from
+a model of the daemon's cadence, keeps the check exact on a loaded machine where a poll may take
+tens of seconds. The check itself is ``ccsa.sim.verdict.verify``, the one the demo uses too.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
-import math
 import os
 import random
 import re
@@ -46,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,18 +54,15 @@ from typing import Any, TextIO
 import msgspec
 import trio
 
-from ccsa import convert
-from ccsa.demo import DEMO_MIX, gpu_pci_map, resource_problem
+from ccsa.demo import DEMO_MIX, gpu_pci_map
 from ccsa.sim.ccbackend.clusters import minimal
 from ccsa.sim.ccbackend.server import StandIn
-from ccsa.sim.ccbackend.state import Backend, Event, StoredJob
+from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, JobTruth, SimCluster
 from ccsa.sim.slurm.schedule import workload
+from ccsa.sim.verdict import Verdict, verify
 
 CLUSTER = "soak"
-#: A snapshot at t captures a job that ran from start to end when start + m <= t <= end - m
-#: (JobTruth times are whole seconds; the simulator's are not).
-CAPTURE_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,61 +143,6 @@ def fault_schedule(plan: SoakPlan) -> list[Fault]:
 # ---------------------------------------------------------------------------- verification
 
 
-@dataclass
-class Verdict:
-    """What the final check found; `table` prints it, `problems` fail the soak."""
-
-    submitted: int = 0
-    never_started: int = 0
-    expected: int = 0
-    started_once: int = 0
-    stopped_once: int = 0
-    right_state: int = 0
-    right_stop_time: int = 0
-    capturable: int = 0
-    full_resources: int = 0
-    host_only_uncapturable: int = 0
-    gpu_jobs_checked: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    stuck_running: int = 0
-    missing_resources: int = 0
-    unexpected: int = 0
-    starts_422: int = 0
-    stops_422_404: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def table(self) -> str:
-        rows = [
-            ("jobs submitted", self.submitted),
-            ("never started (not sent)", self.never_started),
-            ("expected in cc-backend", self.expected),
-            ("started exactly once", self.started_once),
-            ("stopped exactly once", self.stopped_once),
-            ("right state (as convert maps it)", self.right_state),
-            ("right stop time", self.right_stop_time),
-            ("seen running by a successful poll's squeue", self.capturable),
-            ("with Slurm's hwthreads + GPUs", self.full_resources),
-            ("  of them with GPUs", self.gpu_jobs_checked),
-            ("host names only (ccsa could not see them)", self.host_only_uncapturable),
-            (
-                "repeats answered 422 (start) / 422,404 (stop)",
-                f"{self.starts_422} / {self.stops_422_404}",
-            ),
-            ("LOST", self.lost),
-            ("DUPLICATED", self.duplicated),
-            ("STUCK running", self.stuck_running),
-            ("WITHOUT resources though capturable", self.missing_resources),
-            ("UNEXPECTED (never started, yet stored)", self.unexpected),
-        ]
-        width = max(len(r[0]) for r in rows)
-        return "\n".join(f"  {name.ljust(width)}  {value!s:>9}" for name, value in rows)
-
-
 _SYNCED = re.compile(r"synced \S+\.\.(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) UTC")
 
 
@@ -218,107 +159,6 @@ def snapshots(polls: Sequence[float], squeue_times: Sequence[float]) -> list[flo
     times = sorted(squeue_times)
     out = {times[i] for p in polls if (i := bisect.bisect_left(times, p)) < len(times)}
     return sorted(out)
-
-
-def capturable(job: JobTruth, polls: Sequence[float]) -> bool:
-    """True when a successful poll's squeue snapshot (`snapshots`) saw the job running."""
-    if job.start is None:
-        return False
-    end = job.end if job.end is not None else math.inf
-    lo, hi = job.start + CAPTURE_MARGIN, end - CAPTURE_MARGIN
-    i = bisect.bisect_left(polls, lo)
-    return i < len(polls) and polls[i] <= hi
-
-
-def verify(
-    truth: Sequence[JobTruth],
-    events: Iterable[Event],
-    rows: Iterable[StoredJob],
-    *,
-    polls: Sequence[float],
-    pci: Mapping[str, list[str]],
-) -> Verdict:
-    """Check cc-backend's final state against Slurm's ground truth (pure)."""
-    v = Verdict(submitted=len(truth))
-    starts: Counter[tuple[str, int, int]] = Counter()
-    stops: Counter[tuple[str, int, int]] = Counter()
-    for e in events:
-        key = (e.cluster or "", e.job_id or 0, e.start_time or 0)
-        if e.kind == "start" and e.status == 201:
-            starts[key] += 1
-        elif e.kind == "stop" and e.status == 200:
-            stops[key] += 1
-        elif e.kind == "start" and e.status == 422:
-            v.starts_422 += 1
-        elif e.kind == "stop" and e.status in (404, 422):
-            v.stops_422_404 += 1
-    stored: dict[tuple[str, int], list[StoredJob]] = {}
-    for row in rows:
-        stored.setdefault((row.cluster, row.job_id), []).append(row)
-    expected = [j for j in truth if j.start is not None]
-    v.never_started = len(truth) - len(expected)
-    v.expected = len(expected)
-    wanted = {(j.cluster, j.job_id) for j in expected}
-    for cluster, job_id in stored:
-        if (cluster, job_id) not in wanted:
-            v.unexpected += 1
-            v.problems.append(f"{cluster}/{job_id}: stored, but Slurm never started it")
-    for j in expected:
-        assert j.start is not None
-        name = f"{j.cluster}/{j.job_id}"
-        key = (j.cluster, j.job_id, int(j.start))
-        found = stored.get((j.cluster, j.job_id), [])
-        n_starts = sum(c for k, c in starts.items() if k[:2] == key[:2])
-        if not found:
-            v.lost += 1
-            v.problems.append(f"{name}: LOST (never reached cc-backend)")
-            continue
-        if len(found) > 1 or n_starts > 1:
-            v.duplicated += 1
-            v.problems.append(f"{name}: {len(found)} rows, {n_starts} accepted starts")
-            continue
-        row = found[0]
-        if starts[key] == 1 and row.start_time == key[2]:
-            v.started_once += 1
-        else:
-            v.problems.append(f"{name}: start time {row.start_time}, Slurm says {key[2]}")
-        if row.state == "running":
-            v.stuck_running += 1
-            v.problems.append(f"{name}: still running in cc-backend (Slurm: {j.state})")
-            continue
-        if stops[key] == 1:
-            v.stopped_once += 1
-        else:
-            v.problems.append(f"{name}: stopped {stops[key]} times")
-        want_state = convert.job_state([j.state])
-        if row.state == want_state:
-            v.right_state += 1
-        else:
-            v.problems.append(f"{name}: state {row.state}, expected {want_state} ({j.state})")
-        want_stop = max(int(j.end or 0), key[2])
-        if row.start_time + row.duration == want_stop:
-            v.right_stop_time += 1
-        else:
-            v.problems.append(
-                f"{name}: stop time {row.start_time + row.duration}, Slurm says {want_stop}"
-            )
-        hosts = [r.get("hostname") for r in row.resources]
-        has_hw = all(r.get("hwthreads") for r in row.resources)
-        seen = capturable(j, polls)
-        v.capturable += seen
-        if seen or has_hw:
-            problem = resource_problem(j, row, pci)
-            if problem:
-                v.missing_resources += 1
-                v.problems.append(f"{name}: {problem}")
-            else:
-                v.full_resources += 1
-                v.gpu_jobs_checked += any(n.gpus for n in j.nodes)
-        elif hosts == [n.hostname for n in j.nodes]:
-            v.host_only_uncapturable += 1
-        else:
-            v.problems.append(f"{name}: hosts {hosts} != Slurm's {[n.hostname for n in j.nodes]}")
-    return v
 
 
 # ---------------------------------------------------------------------------- the run

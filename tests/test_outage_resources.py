@@ -32,11 +32,12 @@ from ccsa import config, status
 from ccsa.config import Config
 from ccsa.daemon.plan import JobKey
 from ccsa.daemon.supervisor import Daemon, main
-from ccsa.demo import gpu_pci_map, resource_problem
+from ccsa.demo import gpu_pci_map
 from ccsa.sim.ccbackend.clusters import minimal
 from ccsa.sim.ccbackend.server import StandIn
 from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, JobTruth, Shape, SimCluster
+from ccsa.sim.verdict import resource_problem
 
 T0 = 1_700_000_000.0
 MIN_JOB_AGE = 120.0

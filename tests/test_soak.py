@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ccsa.sim.verdict import CAPTURE_MARGIN, capturable
 from tests.nats_server import nats_server_binary
 from tests.soak_driver import (
-    CAPTURE_MARGIN,
     Fault,
     SoakPlan,
-    capturable,
     fault_schedule,
     poll_times,
     report,

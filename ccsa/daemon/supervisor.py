@@ -250,13 +250,8 @@ async def _once(
     return 0 if ok and drained else 1
 
 
-async def _serve(
-    daemon: Daemon,
-    notify: NotifierLike,
-    grace: float,
-    stuck_min_age: float,
-    task_status: trio.TaskStatus[Daemon],
-) -> int:
+def _intake(daemon: Daemon) -> tuple[Coalescer, ScriptCache, PrepServer]:
+    """The hook path: PrEp server -> coalescer -> urgent lookups, and the script prefetch."""
     cfg = daemon.cfg
 
     async def hook_lookup(cluster: str, ids: Collection[int]) -> LookupResult:
@@ -286,7 +281,18 @@ async def _serve(
         if coalescer.put(event):
             daemon.syncer.scripts.prefetch(event.cluster, event.job_id)
 
-    server = PrepServer(on_event, daemon.status, stats=daemon.stats)
+    return coalescer, script_cache, PrepServer(on_event, daemon.status, stats=daemon.stats)
+
+
+async def _serve(
+    daemon: Daemon,
+    notify: NotifierLike,
+    grace: float,
+    stuck_min_age: float,
+    task_status: trio.TaskStatus[Daemon],
+) -> int:
+    cfg = daemon.cfg
+    coalescer, script_cache, server = _intake(daemon)
     stopping: list[str] = []
     async with trio.open_nursery() as root:
         await root.start(daemon.delivery.run)
