@@ -1,7 +1,9 @@
 """Logging setup: one stderr handler, upstream's ``-debug`` levels 0-5, journald priorities.
 
 ``-debug N`` maps onto the stdlib levels: 0 critical, 1 error, 2 warning (default), 3 info,
-4 debug, 5 trace (``TRACE``, below DEBUG: one line per job and Slurm call). Under systemd
+4 debug, 5 trace (``TRACE``, below DEBUG: one line per job and Slurm call). One logger is louder:
+:data:`SUMMARY` logs at INFO from the default level up, so a healthy daemon shows one line per
+sync in the journal (docs/admin-guide.md, "Log lines"). Under systemd
 (``JOURNAL_STREAM`` set) every line starts with its syslog priority (``<3>`` ...) instead of a
 timestamp, so journald files it at the right priority and adds its own time. Secrets registered
 with :func:`redact` (the JWT, the NATS password) are replaced by ``***`` in every formatted line,
@@ -21,6 +23,9 @@ TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
 DEFAULT_LEVEL = 2
+#: The logger of the lines a healthy daemon writes at the default level (one INFO line per sync
+#: and cluster): enabled at INFO from ``-debug 2`` up, silent at 0 and 1 like everything else.
+SUMMARY = "ccsa.summary"
 _LEVELS = {
     0: logging.CRITICAL,
     1: logging.ERROR,
@@ -109,3 +114,5 @@ def setup(level: int = DEFAULT_LEVEL) -> None:
     _handler.setFormatter(_Formatter(journald=bool(os.environ.get("JOURNAL_STREAM"))))
     logger.addHandler(_handler)
     logger.setLevel(stdlib_level)
+    summary = min(stdlib_level, logging.INFO) if level >= DEFAULT_LEVEL else stdlib_level
+    logging.getLogger(SUMMARY).setLevel(summary)

@@ -251,6 +251,7 @@ def fresh_logging() -> Iterator[None]:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
+    logging.getLogger(logs.SUMMARY).setLevel(logging.NOTSET)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +276,20 @@ def test_debug_levels(debug: int, shown: list[str], capsys: pytest.CaptureFixtur
     log.log(logs.TRACE, "trace")
     err = capsys.readouterr().err
     assert [line.rsplit(": ", 1)[1] for line in err.splitlines()] == shown
+
+
+@pytest.mark.parametrize(("debug", "shown"), [(0, False), (1, False), (2, True), (3, True)])
+def test_summary_lines_show_from_the_default_level(
+    debug: int, shown: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A healthy daemon at the default -debug 2 logs its per-sync INFO line (logs.SUMMARY), and
+    no other INFO line; -debug 0 and 1 silence it too."""
+    logs.setup(debug)
+    logging.getLogger(logs.SUMMARY).info("c1: synced")
+    logging.getLogger("ccsa.daemon.delivery").info("other info")
+    err = capsys.readouterr().err
+    assert ("INFO ccsa.summary: c1: synced" in err) is shown
+    assert ("other info" in err) is (debug >= 3)
 
 
 def test_journald_priorities_and_redaction(
