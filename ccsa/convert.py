@@ -72,10 +72,16 @@ _STATE_MAP = {
 
 @dataclass(frozen=True)
 class Skip:
-    """A job that is deliberately not sent to cc-backend, and why."""
+    """A job that is not sent to cc-backend, and why.
+
+    ``final``: the reason cannot change (all hosts in ignoreHosts, never started, a negative
+    id). Otherwise it may pass (an empty user name while the host's user lookup fails, a node
+    list that does not expand or is not known yet): the daemon asks again later.
+    """
 
     job_id: int
     reason: str
+    final: bool = True
 
 
 # --------------------------------------------------------------------------- sacct facts
@@ -248,7 +254,7 @@ def _meta(
 
 def _check_hosts(job_id: int, resources: list[Resource], opts: ConvertOptions) -> Skip | None:
     if not resources:
-        return Skip(job_id, "no allocated nodes known")
+        return Skip(job_id, "no allocated nodes known", final=False)
     if opts.ignore_hosts is not None and all(opts.ignored(r.hostname) for r in resources):
         hosts = ",".join(r.hostname for r in resources)
         return Skip(job_id, f"all hosts match ignoreHosts ({hosts})")
@@ -295,7 +301,7 @@ def start_body(
             return skip
     user = acct.user or (queue.user_name if queue is not None else "")
     if not user:
-        return Skip(job_id, "no user name (uid not resolvable where sacct ran)")
+        return Skip(job_id, "no user name (uid not resolvable where sacct ran)", final=False)
     cpus, gpus = tres_counts(acct)
     acc = (
         gpus
@@ -391,12 +397,12 @@ def start_body_from_queue(
         try:
             res = [Resource(hostname=h) for h in expand(queue.nodes)]
         except HostlistError as exc:
-            return Skip(queue.job_id, f"cannot expand nodes {queue.nodes!r}: {exc}")
+            return Skip(queue.job_id, f"cannot expand nodes {queue.nodes!r}: {exc}", final=False)
     skip = _check_hosts(queue.job_id, res, opts)
     if skip is not None:
         return skip
     if not queue.user_name:
-        return Skip(queue.job_id, "no user name (uid not resolvable where squeue ran)")
+        return Skip(queue.job_id, "no user name (uid not resolvable where squeue ran)", final=False)
     cpus, gpus = _tres_counts(queue)
     return StartJob(
         job_id=queue.job_id,

@@ -110,13 +110,20 @@ class SnapshotCollector(Collector):
             "Wall time of the last successful sync (epoch s), by cluster.",
             labels=["cluster"],
         )
+        waiting = GaugeMetricFamily(
+            "ccsa_jobs_waiting",
+            "Jobs not sent yet for a reason that may pass (looked up every poll), by cluster.",
+            labels=["cluster"],
+        )
         for name, info in sorted(clusters.items()):
             if info.watermark is not None:
                 mark.add_metric([name], info.watermark)
             if info.last_sync is not None:
                 last.add_metric([name], info.last_sync)
+            waiting.add_metric([name], info.waiting)
         yield mark
         yield last
+        yield waiting
 
     @staticmethod
     def _slurm(slurm: SlurmStats) -> Iterator[Metric]:

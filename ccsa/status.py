@@ -112,7 +112,8 @@ def _ago(seconds: float) -> str:
 
 def _cluster_row(name: str, info: ClusterStatus, now: float) -> tuple[str, ...]:
     error = f"{info.last_error} ({_when(info.last_error_at, now)})" if info.last_error else "-"
-    return (name, _when(info.watermark, now), _when(info.last_sync, now), error)
+    waiting = f"{info.waiting} (oldest {_when(info.waiting_since, now)})" if info.waiting else "0"
+    return (name, _when(info.watermark, now), _when(info.last_sync, now), error, waiting)
 
 
 def _parked_row(p: ParkedEntry, now: float) -> tuple[str, ...]:
@@ -149,7 +150,7 @@ def sections(snap: StatusSnapshot, now: float) -> list[Section]:
         ),
         Section(
             "clusters (times UTC)",
-            ("cluster", "watermark", "last successful sync", "last error"),
+            ("cluster", "watermark", "last successful sync", "last error", "jobs waiting"),
             [_cluster_row(name, info, now) for name, info in sorted(snap.clusters.items())],
         ),
         Section(

@@ -22,6 +22,7 @@ from ccsa.daemon.plan import (
     QueueStart,
     QueueStop,
     UpdateResources,
+    Wait,
     build,
     decide,
 )
@@ -299,3 +300,20 @@ def test_recent_records_never_count_as_running() -> None:
     running = KnownJob(k(9, 10), "started")
     d = decide("c1", [], {}, known(running), OPTS, full_queue=True, recent={9: queued(9)})
     assert build(d, OPTS) == [MarkStale(k(9, 10), True)]
+
+
+def test_a_reason_that_may_pass_waits_and_holds_the_stop_back() -> None:
+    """An empty user name (the host's user lookup failed) is not final: the job waits, its stop
+    with it, and the next plan tries its start again (issue #17 item 3)."""
+    nameless = msgspec.structs.replace(acct(1, 5, end=9), user="")
+    assert plan([nameless], {}, {}) == [
+        Wait(k(1, 5), "no user name (uid not resolvable where sacct ran)")
+    ]
+    rows = known(KnownJob(k(1, 5), "waiting"))
+    start, stop = plan([acct(1, 5, end=9)], {}, rows)
+    assert isinstance(start, QueueStart)
+    assert start.body.user == "u"
+    assert isinstance(stop, QueueStop)
+    # a node list that does not expand waits too; a parked job is left to redrive
+    assert isinstance(plan([acct(2, 5, nodes="n[9-1]")], {}, {})[0], Wait)
+    assert plan([acct(1, 5, end=9)], {}, known(KnownJob(k(1, 5), "parked"))) == []

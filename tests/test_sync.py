@@ -18,7 +18,7 @@ import pytest
 
 from ccsa import convert
 from ccsa.ccbackend.models import NodeStateRequest, Resource, StartJob, StopJob
-from ccsa.daemon.plan import JobKey, QueueStart
+from ccsa.daemon.plan import WAIT_LIMIT, JobKey, QueueStart
 from ccsa.daemon.store import Store
 from ccsa.daemon.sync import Syncer
 from ccsa.daemon.windows import SubWindows
@@ -527,3 +527,95 @@ async def test_stale_check_runs_once_per_poll_on_the_last_sub_window(
     sim.advance(60)
     await syncer.tick("c1")  # phase 2: sacct -j says it finished -> stop
     assert stops(store)[gone].stop_time == truth.end
+
+
+# --- passing conditions (issue #17 item 3) --------------------------------------------------
+
+
+def blank_users(sim: SimCluster, tmp_path: Path) -> tuple[Path, Path]:
+    """(bin dir, flag): while the flag file exists, sacct, squeue and scontrol print every
+    job's user name empty, as they do while the daemon host's user lookup (sssd/LDAP) fails:
+    Slurm's JSON output resolves uids to names on the host running the command (issue #17
+    item 3 saw it with sacct and two later polls)."""
+    flag = tmp_path / "users-broken"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for cmd in ("sinfo", "sacctmgr"):
+        (bin_dir / cmd).symlink_to(sim.bin_dir / cmd)
+    for cmd in ("sacct", "squeue", "scontrol"):
+        real = str(sim.bin_dir / cmd)
+        (bin_dir / cmd).write_text(
+            f"#!{sys.executable}\n"
+            "import json, os, subprocess, sys\n"
+            f"if not os.path.exists({str(flag)!r}):\n"
+            f"    os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
+            f"p = subprocess.run([{real!r}, *sys.argv[1:]], capture_output=True)\n"
+            "sys.stderr.buffer.write(p.stderr)\n"
+            "try:\n"
+            "    doc = json.loads(p.stdout)\n"
+            "except ValueError:\n"
+            "    sys.stdout.buffer.write(p.stdout); sys.exit(p.returncode)\n"
+            "for job in doc.get('jobs', []):\n"
+            "    for key in ('user', 'user_name'):\n"
+            "        if key in job:\n"
+            "            job[key] = ''\n"
+            "sys.stdout.write(json.dumps(doc)); sys.exit(p.returncode)\n"
+        )
+        (bin_dir / cmd).chmod(0o755)
+    return bin_dir, flag
+
+
+async def test_a_job_seen_without_user_name_is_delivered_once_the_lookup_works(
+    tmp_path: Path, sim: SimCluster, store: Store
+) -> None:
+    """One poll sees the job with an empty user name; it waits instead of being ignored for
+    good, and a later poll (whose window no longer holds it) delivers it."""
+    bin_dir, flag = blank_users(sim, tmp_path)
+    jid = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=2), duration=30))
+    sim.advance(60)
+    syncer = make_syncer(sim, store, bin_dir)
+    flag.touch()
+    await syncer.tick("c1")
+    assert starts(store) == {}
+    assert store.waiting_summary() == {"c1": (1, T0 + 60)}
+    flag.unlink()
+    sim.advance(3600)  # the next window starts long after the job ended
+    await syncer.tick("c1")
+    (truth,) = sim.jobs()
+    assert starts(store)[jid].user == "alice"
+    assert starts(store)[jid].start_time == truth.start
+    assert stops(store)[jid].stop_time == truth.end
+    assert store.waiting_summary() == {}
+
+
+async def test_a_job_waiting_past_the_bound_is_parked_and_redrive_sends_it(
+    tmp_path: Path, sim: SimCluster, store: Store
+) -> None:
+    """A user lookup that fails for longer than plan.WAIT_LIMIT: the job is parked with its
+    reason (listed by redrive), stays parked while the lookup still fails, and is delivered
+    by the first poll after a re-drive once the lookup works."""
+    bin_dir, flag = blank_users(sim, tmp_path)
+    jid = sim.submit(JobSpec(user="alice", duration=30))
+    sim.advance(60)
+    syncer = make_syncer(sim, store, bin_dir)
+    flag.touch()
+    await syncer.tick("c1")
+    sim.advance(WAIT_LIMIT - 60)
+    await syncer.tick("c1")  # looked up again, still no user name: not yet over the bound
+    assert store.waiting_summary() == {"c1": (1, T0 + 60)}
+    assert store.parked_count() == 0
+    sim.advance(120)
+    await syncer.tick("c1")
+    (parked,) = store.parked()
+    assert (parked.row.key.job_id, parked.row.kind, parked.status) == (jid, "start", None)
+    assert "no user name" in parked.reason
+    assert store.waiting_summary() == {}
+    sim.advance(60)
+    await syncer.tick("c1")  # parked: not looked up any more
+    assert starts(store) == {}
+    flag.unlink()
+    assert store.re_drive() == 1
+    assert store.parked_count() == 0
+    await syncer.tick("c1")
+    assert starts(store)[jid].user == "alice"
+    assert jid in stops(store)

@@ -137,6 +137,19 @@ class JobTable(StateDB):
                 out[(jid, start)] = bytes(rec)
         return out
 
+    def waiting_ids(self, cluster: str) -> list[int]:
+        """Ids of the cluster's waiting jobs (`plan.Wait`; looked up again on every poll)."""
+        q = "SELECT DISTINCT job_id FROM jobs WHERE cluster=? AND phase='waiting' ORDER BY 1"
+        return [int(r[0]) for r in self._db.execute(q, (cluster,))]
+
+    def waiting_summary(self) -> dict[str, tuple[int, float]]:
+        """Per cluster with waiting jobs: (how many, when the oldest began to wait)."""
+        q = (
+            "SELECT cluster, count(*), min(updated) FROM jobs WHERE phase='waiting' "
+            "GROUP BY cluster ORDER BY cluster"
+        )
+        return {c: (int(n), float(t)) for c, n, t in self._db.execute(q)}
+
     def prune(self, cluster: str, before: float) -> int:
         """Forget finished/ignored jobs that ended (or were seen) before `before`."""
         with self._tx() as db:

@@ -93,6 +93,29 @@ def move_to_parked(
         db.execute("DELETE FROM outbox WHERE id=?", (rid,))
 
 
+#: A parked row that stands for a job parked after waiting (`Store.park_waiting`): the only
+#: parked start without an HTTP status (rejected starts carry theirs; stops parked with their
+#: start have none).
+_PARKED_WAIT = "kind='start' AND status IS NULL"
+
+
+def _rearm_waiting(db: sqlite3.Connection, rid: int) -> bool:
+    """A parked waiting job goes back to waiting: the next poll looks it up once more, sends it
+    if it can, else parks it again (its wait keeps its beginning). False for other rows."""
+    r = db.execute(
+        f"SELECT cluster, job_id, start_time FROM parked WHERE id=? AND {_PARKED_WAIT}", (rid,)
+    ).fetchone()
+    if r is None:
+        return False
+    db.execute(
+        "UPDATE jobs SET phase='waiting' WHERE cluster=? AND job_id=? AND start_time=? "
+        "AND phase='parked'",
+        r,
+    )
+    db.execute("DELETE FROM parked WHERE id=?", (rid,))
+    return True
+
+
 class Outbox(StateDB):
     """The outbox and parked rows of the state database."""
 
@@ -251,6 +274,8 @@ class Outbox(StateDB):
                             )
                         ]
             for rid in sorted(set(chosen)):
+                if _rearm_waiting(db, rid):
+                    continue
                 db.execute(
                     f"INSERT INTO outbox ({ROW_COLS}) SELECT id, cluster, job_id, start_time, "
                     "kind, body, partition, rest_pending, nats_pending, 0, last_error, created "

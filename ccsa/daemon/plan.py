@@ -21,7 +21,10 @@ from ccsa.convert import ConvertOptions
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
 
-Phase = Literal["start_queued", "started", "stop_queued", "stopped", "ignored"]
+#: ``waiting``: started in Slurm, but its start could not be built for a reason that may pass
+#: (`Wait`); looked up again by id on every poll. ``parked``: waited longer than `WAIT_LIMIT`,
+#: listed by ``redrive`` (which puts it back to waiting).
+Phase = Literal["start_queued", "started", "stop_queued", "stopped", "ignored", "waiting", "parked"]
 
 #: Phases in which ccsa believes the job is running in cc-backend (or is about to be).
 RUNNING_PHASES: frozenset[str] = frozenset({"start_queued", "started"})
@@ -96,13 +99,30 @@ class MarkStale:
 
 @dataclass(frozen=True, slots=True)
 class Ignore:
-    """Remember a job that is not sent (ignoreHosts, no resources) so its stop is not sent."""
+    """Remember a job that is never sent (all hosts in ignoreHosts, never started) so its stop
+    is not sent either."""
 
     key: JobKey
     reason: str
 
 
-Action = QueueStart | QueueStop | UpdateResources | MarkStale | Ignore
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Remember a job whose start cannot be built yet for a reason that may pass (an empty
+    user name while the host's user lookup fails, a node list that does not expand): it is
+    looked up again by id on later polls, whatever the watermark, until it is sent or has
+    waited `WAIT_LIMIT` (then it is parked for ``redrive``). Its stop waits with it."""
+
+    key: JobKey
+    reason: str
+
+
+#: How long a job may wait (`Wait`) before it is parked with its reason (``redrive`` lists it
+#: and puts it back to waiting): a user lookup outage of a day is an incident someone handles.
+WAIT_LIMIT = 86400.0
+
+
+Action = QueueStart | QueueStop | UpdateResources | MarkStale | Ignore | Wait
 
 
 @dataclass(slots=True)
@@ -215,7 +235,7 @@ def decide(
                 settled.add((jid, older.key.start_time))
                 decision.extra.append(_requeue_stop(older, start))
         row = known.get((jid, start))
-        if row is None:
+        if row is None or row.phase == "waiting":
             decision.starts.append((acct, q))
             if unseen:
                 decision.unseen.append(jid)
@@ -223,7 +243,7 @@ def decide(
                 decision.stops.append((acct, start))
                 decision.stop_keys.add((jid, start))
             continue
-        if row.phase == "ignored":
+        if row.phase in ("ignored", "parked"):
             continue
         if row.phase == "start_queued" and not row.resources_complete:
             if q is not None:
@@ -289,7 +309,7 @@ def _requeue_stop(older: KnownJob, new_start: int) -> QueueStop:
 def build(decision: Decision, opts: ConvertOptions, meta: Metadata = NO_METADATA) -> list[Action]:
     """Turn a decision plus fetched metadata into store actions (starts before stops)."""
     actions: list[Action] = []
-    ignored: set[tuple[int, int]] = set()
+    unsent: set[tuple[int, int]] = set()  # ignored or waiting: their stops wait too
     for acct, queue in decision.starts:
         jid = acct.job_id
         start = convert.start_time(acct)
@@ -306,13 +326,13 @@ def build(decision: Decision, opts: ConvertOptions, meta: Metadata = NO_METADATA
             opts=opts,
         )
         if isinstance(body, convert.Skip):
-            ignored.add((jid, start))
-            actions.append(Ignore(key, body.reason))
+            unsent.add((jid, start))
+            actions.append(Ignore(key, body.reason) if body.final else Wait(key, body.reason))
             continue
         actions.append(QueueStart(key, body, acct.partition, bool(captured)))
     actions.extend(decision.extra)
     for acct, start in decision.stops:
-        if (acct.job_id, start) in ignored:
+        if (acct.job_id, start) in unsent:
             continue
         key = JobKey(decision.cluster, acct.job_id, start)
         actions.append(QueueStop(key, convert.stop_body(acct, start), acct.partition))

@@ -25,12 +25,19 @@ __all__ = [
 
 
 class ClusterStatus(msgspec.Struct, kw_only=True):
-    """One cluster's watermark (end of the last fully queued sacct window) and sync health."""
+    """One cluster's watermark (end of the last fully queued sacct window) and sync health.
+
+    ``waiting``: jobs not sent yet for a reason that may pass (an empty user name, a node list
+    that does not expand), looked up again on every poll; ``waiting_since``: when the oldest
+    of them began to wait (each is parked for ``redrive`` after ``plan.WAIT_LIMIT``).
+    """
 
     watermark: float | None = None
     last_sync: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
+    waiting: int = 0
+    waiting_since: float | None = None
 
 
 class ParkedEntry(msgspec.Struct, kw_only=True):

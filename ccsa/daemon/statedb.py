@@ -57,6 +57,7 @@ CREATE TABLE jobs (
     job_id INTEGER NOT NULL,
     start_time INTEGER NOT NULL,
     phase TEXT NOT NULL,          -- start_queued | started | stop_queued | stopped | ignored
+                                  -- | waiting | parked (plan.Phase)
     partition TEXT NOT NULL DEFAULT '',
     resources BLOB,               -- JSON list[Resource] captured from slurmctld
     resources_complete INTEGER NOT NULL DEFAULT 0,

@@ -13,6 +13,7 @@ the actions of the window it covers, so a crash at any point re-reads at most on
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from ccsa.daemon.plan import (
     QueueStart,
     QueueStop,
     UpdateResources,
+    Wait,
 )
 from ccsa.daemon.statedb import SCHEMA_VERSION
 
@@ -98,7 +100,17 @@ class Store(JobTable, Outbox):
                     ignored += 1
                     db.execute(
                         "INSERT INTO jobs (cluster, job_id, start_time, phase, note, updated) "
-                        "VALUES (?, ?, ?, 'ignored', ?, ?) ON CONFLICT DO NOTHING",
+                        "VALUES (?, ?, ?, 'ignored', ?, ?) ON CONFLICT DO UPDATE SET "
+                        "phase='ignored', note=excluded.note, updated=excluded.updated "
+                        "WHERE phase='waiting'",
+                        (*a.key, a.reason, now),
+                    )
+                elif isinstance(a, Wait):
+                    # `updated` stays the time it began to wait (the WAIT_LIMIT clock)
+                    db.execute(
+                        "INSERT INTO jobs (cluster, job_id, start_time, phase, note, updated) "
+                        "VALUES (?, ?, ?, 'waiting', ?, ?) ON CONFLICT DO UPDATE SET "
+                        "note=excluded.note WHERE phase='waiting'",
                         (*a.key, a.reason, now),
                     )
             if watermark is not None:
@@ -110,6 +122,32 @@ class Store(JobTable, Outbox):
                     (cluster, watermark, now),
                 )
         return ApplyResult(starts, stops, updates, parked, ignored)
+
+    def park_waiting(self, cluster: str, before: float, now: float) -> list[tuple[int, str]]:
+        """Park the jobs that began to wait (`plan.Wait`) before `before`: each gets a parked
+        start row (no status, an empty body, the wait's reason) that ``redrive`` lists and
+        re-drives by putting the job back to waiting (`Outbox.re_drive`). Returns (job id,
+        reason) of each."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT job_id, start_time, note, updated FROM jobs WHERE cluster=? AND "
+                "phase='waiting' AND updated < ?",
+                (cluster, before),
+            ).fetchall()
+            for jid, start, note, since in rows:
+                since_utc = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since))
+                cur = db.execute(
+                    "INSERT INTO outbox (cluster, job_id, start_time, kind, body, rest_pending, "
+                    "nats_pending, created) VALUES (?, ?, ?, 'start', x'', 0, 0, ?)",
+                    (cluster, jid, start, now),
+                )
+                reason = f"waiting since {since_utc} UTC: {note}"
+                move_to_parked(db, [int(cur.lastrowid or 0)], None, reason, now)
+                db.execute(
+                    "UPDATE jobs SET phase='parked' WHERE cluster=? AND job_id=? AND start_time=?",
+                    (cluster, jid, start),
+                )
+        return [(int(jid), str(note)) for jid, _, note, _ in rows]
 
     @staticmethod
     def _has(db: sqlite3.Connection, table: str, key: JobKey, kind: Kind) -> bool:

@@ -108,18 +108,22 @@ class Daemon:
     def status(self) -> StatusSnapshot:
         """The status snapshot (``cc-slurm-adapter status``, metrics)."""
         marks = {w.cluster: w for w in self.store.watermarks()}
+        waiting = self.store.waiting_summary()
         clusters = {}
         for name in self.clusters:
             w = marks.get(name)
+            count, since = waiting.get(name, (0, None))
             clusters[name] = (
                 ClusterStatus(
                     watermark=w.ts,
                     last_sync=w.last_sync,
                     last_error=w.last_error,
                     last_error_at=w.last_error_at,
+                    waiting=count,
+                    waiting_since=since,
                 )
                 if w
-                else ClusterStatus()
+                else ClusterStatus(waiting=count, waiting_since=since)
             )
         parked = [
             ParkedEntry(

@@ -71,6 +71,8 @@ class _Part:
     carried: int
     applied: ApplyResult
     lookup: list[int]
+    #: ids of the sacct records read (the waiting jobs among them need no lookup of their own)
+    seen: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class Syncer:
                 utc(begin - skipped), utc(begin),
             )  # fmt: skip
         seen = parts = 0
+        seen_ids: set[int] = set()
         applied = ApplyResult()
         span = self.sub_windows.first
         part_begin = begin
@@ -157,6 +160,7 @@ class Syncer:
             part = await self._part(cluster, part_begin, part_end, last=last)
             parts += 1
             seen += part.jobs
+            seen_ids |= part.seen
             applied += part.applied
             if last:
                 break
@@ -168,6 +172,7 @@ class Syncer:
                 await self.lookup(cluster, part.lookup, with_queue=False)
             except SlurmError as exc:
                 log.warning("%s: stale-job lookup failed (retried next poll): %s", cluster, exc)
+        await self._retry_waiting(cluster, seen_ids)
         self.store.prune(cluster, begin - PRUNE_MARGIN)
         log.info(
             "%s: synced %s..%s UTC%s: %d jobs seen, %d starts and %d stops queued",
@@ -211,7 +216,27 @@ class Syncer:
                 "%s: sub-window %s..%s UTC: %d jobs seen, %d starts and %d stops queued",
                 cluster, utc(begin), utc(end), len(accts), applied.starts, applied.stops,
             )  # fmt: skip
-        return _Part(len(accts), fresh, carried, applied, decision.lookup)
+        seen = frozenset(j.job_id for j in accts)
+        return _Part(len(accts), fresh, carried, applied, decision.lookup, seen)
+
+    async def _retry_waiting(self, cluster: str, seen: Collection[int]) -> None:
+        """Look the cluster's waiting jobs (`plan.Wait`) up by id, whatever the watermark (a
+        job that ended is in no later window), then park those waiting longer than
+        `plan.WAIT_LIMIT` with their reason for ``redrive``."""
+        ids = [jid for jid in self.store.waiting_ids(cluster) if jid not in seen]
+        if ids:
+            try:
+                await self.lookup(cluster, ids)
+            except SlurmError as exc:
+                log.warning("%s: lookup of %d waiting jobs failed (retried next poll): %s",
+                            cluster, len(ids), exc)  # fmt: skip
+        now = self.now()
+        for jid, reason in self.store.park_waiting(cluster, now - plan.WAIT_LIMIT, now):
+            log.error(
+                "%s: job %d parked after waiting %.0f h: %s; once the cause is fixed, send it "
+                "with: cc-slurm-adapter redrive --all (or --id, see redrive --list)",
+                cluster, jid, plan.WAIT_LIMIT / 3600, reason,
+            )  # fmt: skip
 
     async def sync_all(self, clusters: Sequence[str], *, node_state: bool = True) -> bool:
         """Poll every cluster concurrently, each on its own: one cluster's failure (Slurm
@@ -374,6 +399,12 @@ class Syncer:
         self.stats.stale_marked += sum(
             1 for a in actions if isinstance(a, plan.MarkStale) and a.stale
         )
+        waits = [a for a in actions if isinstance(a, plan.Wait)]
+        if waits:
+            log.warning(
+                "%s: %d jobs not sent yet, looked up again on later polls (job %d: %s)",
+                cluster, len(waits), waits[0].key.job_id, waits[0].reason,
+            )  # fmt: skip
         if applied.starts or applied.stops or applied.resource_updates or applied.parked_stops:
             self.on_queued()
         return applied
