@@ -295,3 +295,23 @@ def test_workload_kinds_for_the_new_lifecycles(tmp_path: Path) -> None:
     assert any(r.run is not None and r.run.alloc for r in recs)
     with pytest.raises(ValueError, match="unknown job kinds"):
         sim.add_workload(1, mix={"nope": 1})
+
+
+def test_empty_user_and_corrupt_record_faults(tmp_path: Path) -> None:
+    """Issue 17 items 3 and 5 as sacct answers: the host's user lookup fails for a while (empty
+    user and group in every record), one record of an answer is malformed."""
+    sim, (a, b) = make(
+        tmp_path, JobSpec(user="alice", duration=60), JobSpec(user="bob", duration=600)
+    )
+    sim.set_now(T0 + 100)
+    sim.set_fault("empty_user", calls=1)
+    blank = json.loads(tool(sim, "sacct", "--cluster", CLUSTER, "-j", f"{a},{b}", "--json"))
+    assert [(j["user"], j["group"]) for j in blank["jobs"]] == [("", ""), ("", "")]
+    again = json.loads(tool(sim, "sacct", "--cluster", CLUSTER, "-j", f"{a},{b}", "--json"))
+    assert [j["user"] for j in again["jobs"]] == ["alice", "bob"]
+    sim.set_fault("corrupt_record", calls=1)
+    bad = json.loads(tool(sim, "sacct", "--cluster", CLUSTER, "-j", f"{a},{b}", "--json"))
+    assert [j["time"]["start"] for j in bad["jobs"]] == ["corrupt", int(T0 + 2)]
+    assert sacct_jobs(sim, a)[0]["time"]["start"] == int(T0 + 1)
+    assert json.loads(tool(sim, "squeue", "--json"))["jobs"]  # squeue is not touched
+    assert sim.faults() == []

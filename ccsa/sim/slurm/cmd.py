@@ -413,10 +413,22 @@ def _who() -> tuple[str, str]:
 
 
 def cmd_sacct(
-    argv: list[str], st: State, now: float, out: Out, directory: Path, dbnow: float | None = None
+    argv: list[str],
+    st: State,
+    now: float,
+    out: Out,
+    directory: Path,
+    dbnow: float | None = None,
+    *,
+    blank_users: bool = False,
+    corrupt_one: bool = False,
 ) -> None:
     """sacct answers from slurmdbd, which has slurmctld's job events up to ``dbnow``
-    (``faults.db_now``; = ``now`` without a ``dbd_lag`` fault)."""
+    (``faults.db_now``; = ``now`` without a ``dbd_lag`` fault).
+
+    ``blank_users``: the host's user lookup fails (sssd/LDAP down), so ``user`` and ``group``
+    are empty in every record. ``corrupt_one``: the first job record's ``time.start`` is not a
+    number (one malformed record in an otherwise good answer)."""
     dbnow = now if dbnow is None else dbnow
     o = parse(
         "sacct",
@@ -515,18 +527,29 @@ def cmd_sacct(
         pos = pos_of[id(j)]
         cached = (
             cache.get(pos)
-            if cache is not None and v.phase == "done" and not isinstance(item, tuple)
+            if cache is not None
+            and v.phase == "done"
+            and not isinstance(item, tuple)
+            and not blank_users
+            and not corrupt_one
             else None
         )
         if cached is not None:
             frags.append(cached)
             continue
         d = render.sacct_job(ctx, item, script=script, lag=lags[j.cluster])
+        faulty = blank_users or corrupt_one
+        if blank_users:
+            d["user"] = d["group"] = ""
+        if corrupt_one:
+            d["time"]["start"] = "corrupt"
+            corrupt_one = False
         docs.append(d)
         if dp is not None:
             frag = fragment(d)
             frags.append(frag)
-            if cache is not None and v.phase == "done" and not isinstance(item, tuple):
+            done = v.phase == "done" and not isinstance(item, tuple)
+            if cache is not None and done and not faulty:
                 cache.add(pos, frag)
     if dp is None:
         if want_script:
@@ -1029,7 +1052,17 @@ def run(command: str, directory: Path, argv: list[str]) -> Out:
             return out
     try:
         if command == "sacct":
-            cmd_sacct(argv, st, now, out, directory, dbnow)
+            kinds = {f.kind for f in active}
+            cmd_sacct(
+                argv,
+                st,
+                now,
+                out,
+                directory,
+                dbnow,
+                blank_users="empty_user" in kinds,
+                corrupt_one="corrupt_record" in kinds,
+            )
         elif command == "sdiag":
             cmd_sdiag(argv, st, now, out, dbnow)
         elif command == "squeue":

@@ -13,7 +13,20 @@ import math
 
 from ccsa.sim.slurm.model import Fault
 
-KINDS = ("latency", "hang", "exit", "truncate", "garbage", "dbd_down", "ctld_down", "dbd_lag")
+KINDS = (
+    "latency",
+    "hang",
+    "exit",
+    "truncate",
+    "garbage",
+    "dbd_down",
+    "ctld_down",
+    "dbd_lag",
+    "empty_user",
+    "corrupt_record",
+)
+#: faults that change what sacct prints (not whether it answers)
+SACCT_ONLY = ("empty_user", "corrupt_record")
 DBD_COMMANDS = ("sacct", "sacctmgr")
 CTLD_COMMANDS = ("squeue", "scontrol", "sinfo", "sdiag")
 
@@ -77,6 +90,8 @@ def db_now(faults: list[Fault], now: float) -> float:
 
 def _applies(f: Fault, command: str, now: float) -> bool:
     if f.kind == "dbd_lag" or f.command not in ("*", command):
+        return False
+    if f.kind in SACCT_ONLY and command != "sacct":
         return False
     if f.kind == "dbd_down" and command not in DBD_COMMANDS:
         return False

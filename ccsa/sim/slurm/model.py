@@ -242,7 +242,9 @@ class Job(msgspec.Struct, kw_only=True):
 class Fault(msgspec.Struct, kw_only=True):
     """An injected fault. ``command`` is a command name (``sacct``...) or ``*``."""
 
-    kind: str  # latency | hang | exit | truncate | garbage | dbd_down | ctld_down | dbd_lag
+    #: latency | hang | exit | truncate | garbage | dbd_down | ctld_down | dbd_lag | empty_user
+    #: | corrupt_record (see faults.KINDS and docs/simulator.md)
+    kind: str
     command: str = "*"
     seconds: float = 0.0  # latency; dbd_lag: the delay of slurmctld's messages to slurmdbd
     exit_code: int = 1  # exit
