@@ -61,8 +61,54 @@ from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, JobTruth, SimCluster
 from ccsa.sim.slurm.schedule import workload
 from ccsa.sim.verdict import Verdict, verify
+from tests.nats_server import PASSWORD
 
 CLUSTER = "soak"
+
+
+#: Issue 8's faults (every soak had them).
+BASE_FAULTS = frozenset(
+    {
+        "backend_down",
+        "http_5xx",
+        "http_502",
+        "http_slow",
+        "http_lost_answer",
+        "nats_restart",
+        "slurm_hang",
+        "slurm_garbage",
+        "slurm_truncate",
+        "slurm_exit",
+        "slurm_latency",
+        "dbd_down",
+        "kill",
+    }
+)
+#: Issue 17's: NATS down for long and its credentials revoked (REST on), a window of 401s, a
+#: proxy's HTML 502/404, passing user-lookup failures (empty user in sacct), one corrupt sacct
+#: record now and then, the state database deleted between two kill -9 restarts.
+ISSUE17_FAULTS = frozenset(
+    {
+        "nats_outage",
+        "nats_revoke",
+        "http_401",
+        "proxy_html",
+        "empty_user",
+        "corrupt_record",
+        "state_db_loss",
+    }
+)
+#: Issue 18's: requeued, preempted and powered-up jobs in the job mix, and a slurmdbd lag
+#: longer than the query overlap.
+LIFECYCLES: dict[str, float] = {"requeue": 3, "preempt": 3, "power_up": 3}
+ISSUE18_FAULTS = frozenset({*LIFECYCLES, "dbd_lag"})
+ALL_FAULTS = BASE_FAULTS | ISSUE17_FAULTS | ISSUE18_FAULTS
+#: how many sacct answers get one corrupt record (spread evenly over the arrivals)
+CORRUPT_ANSWERS = 6
+#: the soak's slurmQueryOverlap; the dbd_lag fault is three times longer
+OVERLAP = 10.0
+HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+HTML_404 = b"<html><head><title>404 Not Found</title></head><body>nginx</body></html>"
 
 
 @dataclass(frozen=True)
@@ -83,6 +129,8 @@ class SoakPlan:
     drain_timeout: float = 150.0
     nats: bool = True
     hooks: bool = True
+    #: the fault kinds (and issue 18's job lifecycles) this run injects; see ALL_FAULTS
+    faults: frozenset[str] = BASE_FAULTS
 
     @property
     def arrival_span(self) -> float:
@@ -131,13 +179,33 @@ def fault_schedule(plan: SoakPlan) -> list[Fault]:
         Fault(at(0.1, 0.9), "slurm_latency", arg="squeue", n=3),
         Fault(at(0.4, 0.6), "dbd_down", duration=6.0),
     ]
-    if plan.nats is False:
-        faults = [f for f in faults if f.kind != "nats_restart"]
     # Kills: one per equal slice of the span (so they never overlap), at a seeded moment in it.
     for k in range(plan.kills):
         lo, hi = (k + 0.1) / plan.kills, (k + 0.9) / plan.kills
         faults.append(Fault(at(lo, hi), "kill", duration=round(rng.uniform(1.0, 3.0), 1)))
-    return sorted(faults, key=lambda f: f.at)
+    # Issue 17 and 18 (drawn after the others, so the older kinds keep their seeded times).
+    faults += [
+        Fault(at(0.3, 0.5), "nats_outage", duration=max(20.0, round(0.1 * span, 1))),
+        Fault(at(0.55, 0.75), "nats_revoke", duration=max(15.0, round(0.08 * span, 1))),
+        Fault(at(0.2, 0.8), "http_401", duration=15.0),
+        Fault(at(0.1, 0.9), "proxy_html", arg="start_job", n=4),
+        Fault(at(0.1, 0.9), "proxy_html", arg="stop_job", n=4),
+        Fault(at(0.2, 0.8), "empty_user", duration=8.0),
+        Fault(at(0.3, 0.6), "dbd_lag", duration=15.0, n=int(3 * OVERLAP)),
+    ]
+    faults += [
+        Fault(round((k + 0.5) / CORRUPT_ANSWERS * span, 1), "corrupt_record", arg="sacct", n=1)
+        for k in range(CORRUPT_ANSWERS)
+    ]
+    if plan.kills and "state_db_loss" in plan.faults:
+        # the middle kill also deletes the state database before the restart
+        kills = [i for i, f in enumerate(faults) if f.kind == "kill"]
+        i = kills[len(kills) // 2]
+        faults[i] = Fault(faults[i].at, "kill", duration=faults[i].duration, arg="state_db_loss")
+    wanted = plan.faults | {"kill"} if plan.kills else plan.faults
+    if not plan.nats:
+        wanted = wanted - {"nats_restart", "nats_outage", "nats_revoke"}
+    return sorted((f for f in faults if f.kind in wanted), key=lambda f: f.at)
 
 
 # ---------------------------------------------------------------------------- verification
@@ -211,7 +279,9 @@ class _Run:
     expected_exit: bool = False
     killed: set[int] = field(default_factory=set)
     hooks_sent: int = 0
-    _fired: set[tuple[int, str]] = field(default_factory=set)
+    _fired: set[tuple[int, str, int]] = field(default_factory=set)
+    #: NATS faults take turns (a restart must not start the server during an outage)
+    nats_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def log(self, text: str) -> None:
         self.out.write(f"[soak {time.time() - self.t0:6.1f}s] {text}\n")
@@ -296,17 +366,66 @@ class _Run:
     # --- faults ----------------------------------------------------------------------------
 
     async def apply(self, f: Fault) -> None:
-        self.applied.append((time.time() - self.t0, f"{f.kind} {f.arg} {f.n or ''}".strip()))
+        kind = "state_db_loss" if f.arg == "state_db_loss" else f.kind
+        self.applied.append((time.time() - self.t0, f"{kind} {f.arg} {f.n or ''}".strip()))
         self.log(f"fault: {f.kind} {f.arg} n={f.n} duration={f.duration}")
-        faults = self.standin.faults
         if f.kind == "kill":
             self.kill9()
             assert self.proc is not None
             await self.proc.wait()
+            if f.arg == "state_db_loss":
+                db = Path(json.loads(self.cfg_path.read_text())["stateDbPath"])
+                for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                    path.unlink(missing_ok=True)
             await trio.sleep(f.duration)
             self.restarts += 1
             await self.start_daemon()
-        elif f.kind == "backend_down":
+        elif not await self.apply_new(f):
+            await self.apply_base(f)
+
+    async def apply_new(self, f: Fault) -> bool:
+        """Issue 17's and 18's fault kinds; False for the others."""
+        faults = self.standin.faults
+        now = time.time()
+        if f.kind in ("nats_outage", "nats_revoke"):
+            assert self.nats is not None
+            nats = self.nats
+            async with self.nats_lock:
+                original = nats.config_file.read_text()
+                await trio.to_thread.run_sync(nats.stop)
+                if f.kind == "nats_revoke":  # the server no longer knows ccsa's password
+                    nats.config_file.write_text(original.replace(PASSWORD, "revoked"))
+                    await trio.to_thread.run_sync(nats.start)
+                await trio.sleep(f.duration)
+                if f.kind == "nats_revoke":
+                    await trio.to_thread.run_sync(nats.stop)
+                    nats.config_file.write_text(original)
+                await trio.to_thread.run_sync(nats.start)
+        elif f.kind == "http_401":
+            until = now + f.duration
+            faults.rule(
+                "*",
+                status=401,
+                message="missing or invalid token",
+                predicate=lambda _body: time.time() < until,
+            )
+        elif f.kind == "proxy_html":
+            reply = (502, HTML_502) if f.arg == "start_job" else (404, HTML_404)
+            faults.script(f.arg, [reply] * f.n)
+        elif f.kind == "empty_user":
+            self.sim.set_fault("empty_user", start=now, end=now + f.duration)
+        elif f.kind == "corrupt_record":
+            self.sim.set_fault("corrupt_record", calls=f.n)
+        elif f.kind == "dbd_lag":
+            self.sim.set_fault("dbd_lag", seconds=float(f.n), start=now, end=now + f.duration)
+        else:
+            return False
+        return True
+
+    async def apply_base(self, f: Fault) -> None:
+        """Issue 8's fault kinds."""
+        faults = self.standin.faults
+        if f.kind == "backend_down":
             self.standin.down()
             await trio.sleep(f.duration)
             self.standin.up()
@@ -320,9 +439,10 @@ class _Run:
             faults.reset_next(f.arg, f.n, after_processing=True)
         elif f.kind == "nats_restart":
             assert self.nats is not None
-            await trio.to_thread.run_sync(self.nats.stop)
-            await trio.sleep(f.duration)
-            await trio.to_thread.run_sync(self.nats.start)
+            async with self.nats_lock:
+                await trio.to_thread.run_sync(self.nats.stop)
+                await trio.sleep(f.duration)
+                await trio.to_thread.run_sync(self.nats.start)
         elif f.kind == "slurm_hang":
             self.sim.set_fault("hang", command=f.arg, calls=f.n)
         elif f.kind == "slurm_garbage":
@@ -378,12 +498,14 @@ class _Run:
             while time.time() < until:
                 truth = await trio.to_thread.run_sync(self.sim.jobs)
                 for j in truth:
-                    for context, when in (
-                        ("prolog_slurmctld", j.start),
-                        ("epilog_slurmctld", j.end),
-                    ):
-                        if when is not None and (j.job_id, context) not in self._fired:
-                            self._fired.add((j.job_id, context))
+                    # PrologSlurmctld at every allocation (a power-up's before its nodes are
+                    # up), EpilogSlurmctld at every end (a requeued run's too)
+                    events = [("prolog_slurmctld", j.allocated), ("epilog_slurmctld", j.end)]
+                    for e in j.earlier:
+                        events += [("prolog_slurmctld", e.start), ("epilog_slurmctld", e.end)]
+                    for context, when in events:
+                        if when is not None and (j.job_id, context, when) not in self._fired:
+                            self._fired.add((j.job_id, context, when))
                             nursery.start_soon(self.send_hook, j, context)
                 await trio.sleep(1.0)
 
@@ -420,7 +542,7 @@ def _config(run: _Run, plan: SoakPlan, pci: Mapping[str, list[str]]) -> dict[str
         "slurmBinDir": str(run.sim.bin_dir),
         "slurmPollInterval": plan.poll,
         "slurmQueryDelay": 1,
-        "slurmQueryOverlap": 10,
+        "slurmQueryOverlap": OVERLAP,
         "slurmQueryMaxSpan": 86400,
         "slurmCommandTimeout": plan.command_timeout,
         "ccPollInterval": 30,
@@ -428,6 +550,8 @@ def _config(run: _Run, plan: SoakPlan, pci: Mapping[str, list[str]]) -> dict[str
     }
     if run.nats is not None:
         cfg |= {"natsServer": "127.0.0.1", "natsPort": run.nats.port, "natsSubject": "soak"}
+        if run.nats.user:
+            cfg |= {"natsUser": run.nats.user, "natsPassword": run.nats.password}
     return cfg
 
 
@@ -455,7 +579,7 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
         n_jobs=plan.jobs,
         start=sim.now + lead,
         rate_per_min=plan.rate_per_min,
-        mix=DEMO_MIX,
+        mix={**DEMO_MIX, **{k: w for k, w in LIFECYCLES.items() if k in plan.faults}},
         max_duration=100.0,
     )
     specs = _compress(specs, sim.now + lead + plan.arrival_span, plan.job_run)
@@ -467,7 +591,7 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
     if plan.nats:
         from tests.nats_server import NatsServer
 
-        nats = NatsServer(tmp)
+        nats = NatsServer(tmp, "user" if "nats_revoke" in plan.faults else "plain")
         await trio.to_thread.run_sync(nats.start)
     run: _Run | None = None
     try:
@@ -560,6 +684,13 @@ def _compress(specs: Sequence[JobSpec], last_arrival: float, run: float) -> list
             js,
             duration=run * (1.0 + 0.25 * min(1.0, max(0.0, js.duration - 30.0) / 70.0)),
             cancel_pending_after=None if cancel is None else max(2.0, cancel * 0.05),
+            requeue_after=None if js.requeue_after is None else max(4.0, js.requeue_after * 0.08),
+            # every third requeued job is cancelled while it pends again (test bed job 35)
+            cancel_requeued_after=2.0
+            if js.requeue_after is not None and int(js.name.rsplit("-", 1)[-1]) % 3 == 0
+            else None,
+            preempt_after=None if js.preempt_after is None else max(4.0, js.preempt_after * 0.08),
+            boot_delay=max(5.0, js.boot_delay * 0.05) if js.boot_delay else 0.0,
         )
         if js.end_state == "TIMEOUT":
             late = (js.submit or 0.0) > last_arrival - 120.0
@@ -588,4 +719,7 @@ def report(result: SoakResult) -> str:
         ),
     ]
     lines += [f"  {p}" for p in v.problems[:30]]
+    if v.refused_runs:
+        lines.append("refused second runs (cc-backend keeps the first run; not lost):")
+        lines += [f"  {r}" for r in v.refused_runs[:50]]
     return "\n".join(lines)

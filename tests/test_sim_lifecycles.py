@@ -61,35 +61,68 @@ def truth(sim: SimCluster, jid: int) -> Any:
 
 
 def test_requeue_while_running(tmp_path: Path) -> None:
-    """Operator ``scontrol requeue`` of a running job: the record ends REQUEUED at the requeue
-    time (seen on the 24.11 test bed, shared/docs/testbed.md "Node layouts"; SchedMD
-    job_mgr.c ``_job_requeue_op``: job_completion_logger with JOB_REQUEUE, restart_cnt++), the
-    job pends with BeginTime and runs again as a new record; plain sacct shows the newest."""
+    """Operator ``scontrol requeue`` of a running job (24.11 test bed, docs/real-slurm.md
+    "Lifecycles of issue 18"; SchedMD job_mgr.c ``_job_requeue_op``): the record ends at the
+    requeue time and reads ``["PENDING", "REQUEUED"]`` with ``restart_cnt`` 0 in
+    ``sacct --duplicates``; plain sacct shows only the current record, PENDING, submitted at the
+    requeue, eligible 121 s later (cred_expire + 1), ``restart_cnt`` 1; squeue says BeginTime;
+    then the job runs again with a new start."""
     sim, (jid,) = make(tmp_path, JobSpec(user="alice", duration=300, requeue_after=60))
     sim.set_now(T0 + 30)
     q = queue_job(sim, jid)
     assert (q["job_state"], q["restart_cnt"]) == (["RUNNING"], 0)
     first = q["start_time"]["number"]
     assert first == int(T0 + 1)
-    sim.set_now(T0 + 100)  # requeued at T0+61, eligible again 60 s later
+    sim.set_now(T0 + 100)  # requeued at T0+61, eligible again at T0+182
     q = queue_job(sim, jid)
     assert (q["job_state"], q["restart_cnt"], q["state_reason"]) == (["PENDING"], 1, "BeginTime")
-    sim.set_now(T0 + 200)
+    (cur,) = sacct_jobs(sim, jid)
+    assert (cur["state"]["current"], cur["time"]["start"], cur["restart_cnt"]) == (
+        ["PENDING"],
+        0,
+        1,
+    )
+    assert (cur["time"]["submission"], cur["time"]["eligible"]) == (int(T0 + 61), int(T0 + 182))
+    sim.set_now(T0 + 250)
     q = queue_job(sim, jid)
     assert q["job_state"] == ["RUNNING"]
-    assert q["start_time"]["number"] == int(T0 + 121)
+    assert q["start_time"]["number"] == int(T0 + 182)
     plain = sacct_jobs(sim, jid)
     assert [(j["state"]["current"], j["time"]["start"]) for j in plain] == [
-        (["RUNNING"], int(T0 + 121))
+        (["RUNNING"], int(T0 + 182))
     ]
     dup = sacct_jobs(sim, jid, "--duplicates")
-    assert [(j["state"]["current"][0], j["time"]["start"], j["time"]["end"]) for j in dup] == [
-        ("REQUEUED", first, int(T0 + 61)),
-        ("RUNNING", int(T0 + 121), 0),
+    assert [
+        (j["state"]["current"], j["time"]["start"], j["time"]["end"], j["restart_cnt"]) for j in dup
+    ] == [
+        (["PENDING", "REQUEUED"], first, int(T0 + 61), 0),
+        (["RUNNING"], int(T0 + 182), 0, 1),
     ]
     t = truth(sim, jid)
-    assert (t.restarts, t.start) == (1, int(T0 + 121))
+    assert (t.restarts, t.start) == (1, int(T0 + 182))
     assert [(r.start, r.end, r.state) for r in t.earlier] == [(first, int(T0 + 61), "REQUEUED")]
+
+
+def test_cancel_while_the_requeued_job_pends(tmp_path: Path) -> None:
+    """``scancel`` 2 s after the requeue (test bed job 35): plain sacct has one CANCELLED record
+    with time.start 4294967294 (never started), end = the cancel time, restart_cnt 1; the first
+    run is only in ``--duplicates``. Nothing but the first run ever ran."""
+    sim, (jid,) = make(
+        tmp_path, JobSpec(user="bob", duration=300, requeue_after=60, cancel_requeued_after=2)
+    )
+    sim.set_now(T0 + 1000)
+    (cur,) = sacct_jobs(sim, jid)
+    assert (cur["state"]["current"], cur["time"]["start"], cur["time"]["end"]) == (
+        ["CANCELLED"],
+        4294967294,
+        int(T0 + 63),
+    )
+    assert (cur["restart_cnt"], cur["nodes"]) == (1, "None assigned")
+    dup = sacct_jobs(sim, jid, "--duplicates")
+    assert [j["state"]["current"] for j in dup] == [["PENDING", "REQUEUED"], ["CANCELLED"]]
+    t = truth(sim, jid)
+    assert (t.start, t.state, t.restarts) == (None, "CANCELLED", 1)
+    assert [(r.start, r.end) for r in t.earlier] == [(int(T0 + 1), int(T0 + 61))]
 
 
 def test_preemption_with_requeue(tmp_path: Path) -> None:
@@ -110,7 +143,8 @@ def test_preemption_with_requeue(tmp_path: Path) -> None:
     ]
     assert dup[-1]["restart_cnt"] == 1
     dup = sacct_jobs(sim, both, "--duplicates")
-    assert [j["state"]["current"][0] for j in dup] == ["REQUEUED", "PREEMPTED", "COMPLETED"]
+    assert [j["state"]["current"][-1] for j in dup] == ["REQUEUED", "PREEMPTED", "COMPLETED"]
+    assert [j["restart_cnt"] for j in dup] == [0, 1, 2]
     assert dup[-1]["restart_cnt"] == 2
     assert [r.state for r in truth(sim, both).earlier] == ["REQUEUED", "PREEMPTED"]
     # while the preempted job waits to run again, sacct's default shows it pending

@@ -15,6 +15,12 @@ Two callers, two views of "finished":
 * the demo (``cutoff=T``) stops at T: jobs that ended by T are judged in full, and every job
   running at T must be stored as running. Its hooks fire for every job, so full resources are
   required of all (``polls=None``).
+
+Issue 18's lifecycles: a requeued or preempted job has one row in cc-backend, the first run it
+accepted, stopped as cancelled (or preempted) at the requeue or at the next run's start; every
+later run's start is cc-backend's 422 within 86,400 s (``internal/api/job.go``), counted as
+*refused* and listed in ``refused_runs``, not lost (a later run never offered is a problem). A
+powered-up job's row may keep the allocation time it was started with.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ccsa import convert
 from ccsa.sim.ccbackend.state import Event, StoredJob
@@ -64,6 +71,11 @@ class Verdict:
     unexpected: int = 0
     starts_422: int = 0
     stops_422_404: int = 0
+    restarted: int = 0
+    earlier_run_kept: int = 0
+    powered_up: int = 0
+    refused: int = 0
+    refused_runs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -87,6 +99,10 @@ class Verdict:
                 "repeats answered 422 (start) / 422,404 (stop)",
                 f"{self.starts_422} / {self.stops_422_404}",
             ),
+            ("requeued or preempted (ran more than once)", self.restarted),
+            ("  of them kept as an earlier run", self.earlier_run_kept),
+            ("powered up (start time reset)", self.powered_up),
+            ("refused second run (422 within 86,400 s)", self.refused),
             ("LOST", self.lost),
             ("DUPLICATED", self.duplicated),
             ("STUCK running", self.stuck_running),
@@ -142,11 +158,11 @@ def verify(
 ) -> Verdict:
     """Check cc-backend's final state against Slurm's ground truth (pure; see the module)."""
     v = Verdict(submitted=len(truth))
-    starts, stops = _accepted(events, v)
+    starts, stops, refusals = _accepted(events, v)
     stored: dict[tuple[str, int], list[StoredJob]] = {}
     for row in rows:
         stored.setdefault((row.cluster, row.job_id), []).append(row)
-    started = [j for j in truth if j.start is not None]
+    started = [j for j in truth if j.start is not None or _runs(j)]
     v.never_started = len(truth) - len(started)
     wanted = {(j.cluster, j.job_id) for j in started}
     for cluster, job_id in stored:
@@ -169,14 +185,59 @@ def verify(
                 )
     v.expected = len(expected)
     for j in expected:
-        _judge(v, j, stored.get((j.cluster, j.job_id), []), starts, stops, pci, polls)
+        found = stored.get((j.cluster, j.job_id), [])
+        _judge(v, j, found, _Seen(starts, stops, refusals), pci, polls)
     return v
 
 
-def _accepted(events: Iterable[Event], v: Verdict) -> tuple[Counter[_Key], Counter[_Key]]:
-    """Accepted starts (201) and stops (200) per job; counts the repeats cc-backend absorbed."""
+class _Seen(NamedTuple):
+    starts: Counter[_Key]  # accepted starts (201)
+    stops: Counter[_Key]  # accepted stops (200)
+    refusals: set[_Key]  # starts answered 422
+
+
+class _JobRun(NamedTuple):
+    """One run of a job as cc-backend should see it: start, end, Slurm state, hosts."""
+
+    start: int
+    end: int
+    state: str
+    hosts: list[str]
+
+
+def _runs(j: JobTruth) -> list[_JobRun]:
+    """The runs of a job, oldest first: the records a requeue or preemption ended, then the
+    current one (none when it was cancelled while it pended again)."""
+    out = [
+        _JobRun(e.start, e.end, e.state, list(e.hosts))
+        for e in j.earlier
+        if e.state in ("REQUEUED", "PREEMPTED")
+    ]
+    if j.start is None:
+        return out
+    end = max(int(j.end or 0), j.start)
+    return [*out, _JobRun(j.start, end, j.state, [n.hostname for n in j.nodes])]
+
+
+def _run_of(row: StoredJob, j: JobTruth, runs: Sequence[_JobRun]) -> int | None:
+    """Which run a cc-backend row is: its startTime is that run's start (the current run may
+    also keep the allocation time of a power-up, issue 18 item 2)."""
+    for i, r in enumerate(runs):
+        if row.start_time == r.start:
+            return i
+    if j.start is not None and j.allocated is not None and row.start_time == j.allocated:
+        return len(runs) - 1
+    return None
+
+
+def _accepted(
+    events: Iterable[Event], v: Verdict
+) -> tuple[Counter[_Key], Counter[_Key], set[_Key]]:
+    """Accepted starts (201) and stops (200) per job, and the starts answered 422; counts the
+    repeats cc-backend absorbed."""
     starts: Counter[_Key] = Counter()
     stops: Counter[_Key] = Counter()
+    refusals: set[_Key] = set()
     for e in events:
         key = (e.cluster or "", e.job_id or 0, e.start_time or 0)
         if e.kind == "start" and e.status == 201:
@@ -185,26 +246,28 @@ def _accepted(events: Iterable[Event], v: Verdict) -> tuple[Counter[_Key], Count
             stops[key] += 1
         elif e.kind == "start" and e.status == 422:
             v.starts_422 += 1
+            refusals.add(key)
         elif e.kind == "stop" and e.status in (404, 422):
             v.stops_422_404 += 1
-    return starts, stops
+    return starts, stops, refusals
 
 
 def _judge(
     v: Verdict,
     j: JobTruth,
     found: list[StoredJob],
-    starts: Counter[_Key],
-    stops: Counter[_Key],
+    seen: _Seen,
     pci: Mapping[str, list[str]],
     polls: Sequence[float] | None,
 ) -> None:
     """One finished job: stored once, started and stopped once, its state, stop time and
-    resources."""
-    assert j.start is not None
+    resources; for a job that ran more than once, the run cc-backend kept and the refusals of
+    the later ones."""
     name = f"{j.cluster}/{j.job_id}"
-    key = (j.cluster, j.job_id, int(j.start))
-    n_starts = sum(c for k, c in starts.items() if k[:2] == key[:2])
+    runs = _runs(j)
+    n_starts = sum(c for k, c in seen.starts.items() if k[:2] == (j.cluster, j.job_id))
+    v.restarted += len(runs) > 1
+    v.powered_up += j.allocated is not None and j.start is not None and j.allocated != j.start
     if not found:
         v.lost += 1
         v.problems.append(f"{name}: LOST (never reached cc-backend)")
@@ -214,33 +277,56 @@ def _judge(
         v.problems.append(f"{name}: {len(found)} rows, {n_starts} accepted starts")
         return
     row = found[0]
-    once = starts[key] == 1 and row.start_time == key[2]
+    i = _run_of(row, j, runs)
+    if i is None:
+        v.problems.append(
+            f"{name}: start time {row.start_time}, Slurm says {[r.start for r in runs]}"
+        )
+        return
+    key = (j.cluster, j.job_id, row.start_time)
+    once = seen.starts[key] == 1
     if once:
         v.started_once += 1
     else:
-        v.problems.append(f"{name}: start time {row.start_time}, Slurm says {key[2]}")
+        v.problems.append(f"{name}: start {row.start_time} accepted {seen.starts[key]} times")
+    for later in runs[i + 1 :]:
+        if (j.cluster, j.job_id, later.start) in seen.refusals:
+            v.refused += 1
+            v.refused_runs.append(
+                f"{name}: run of {later.start} refused (422), cc-backend keeps {row.start_time}"
+            )
+        else:
+            v.problems.append(f"{name}: run of {later.start} never offered to cc-backend")
     if row.state == "running":
         v.stuck_running += 1
         v.problems.append(f"{name}: still running in cc-backend (Slurm: {j.state})")
         return
-    if stops[key] == 1:
+    if seen.stops[key] == 1:
         v.stopped_once += 1
         v.exactly_once += once
     else:
-        v.problems.append(f"{name}: stopped {stops[key]} times")
-    want_state = convert.job_state([j.state])
-    if row.state == want_state:
+        v.problems.append(f"{name}: stopped {seen.stops[key]} times")
+    run = runs[i]
+    current = i == len(runs) - 1 and j.start is not None
+    want_states = {convert.job_state([run.state])} | (set() if current else {"cancelled"})
+    if row.state in want_states:
         v.right_state += 1
     else:
-        v.problems.append(f"{name}: state {row.state}, expected {want_state} ({j.state})")
-    want_stop = max(int(j.end or 0), key[2])
-    if row.start_time + row.duration == want_stop:
+        v.problems.append(f"{name}: state {row.state}, expected {want_states} ({run.state})")
+    want_stops = {run.end} | ({runs[i + 1].start} if i + 1 < len(runs) else set())
+    if row.start_time + row.duration in {max(t, row.start_time) for t in want_stops}:
         v.right_stop_time += 1
     else:
         v.problems.append(
-            f"{name}: stop time {row.start_time + row.duration}, Slurm says {want_stop}"
+            f"{name}: stop time {row.start_time + row.duration}, Slurm says {sorted(want_stops)}"
         )
-    _judge_resources(v, j, row, pci, polls)
+    if current:
+        _judge_resources(v, j, row, pci, polls)
+        return
+    v.earlier_run_kept += 1
+    hosts = [r.get("hostname") for r in row.resources]
+    if hosts != run.hosts:
+        v.problems.append(f"{name}: hosts {hosts} != the earlier run's {run.hosts}")
 
 
 def _judge_resources(

@@ -31,11 +31,12 @@ from typing import TypeVar
 import trio
 
 from ccsa.errors import SlurmCommandError, SlurmError
-from ccsa.slurm import sacct, sacctmgr, sinfo, squeue
+from ccsa.slurm import sacct, sacctmgr, sdiag, sinfo, squeue
 from ccsa.slurm.runner import SlurmRunner
 from ccsa.slurm.sacct import SacctDoc, SacctJob
 from ccsa.slurm.sacctmgr import ClustersDoc, UsersDoc
 from ccsa.slurm.scontrol_text import config_values, split_records
+from ccsa.slurm.sdiag import SdiagDoc
 from ccsa.slurm.sinfo import SinfoDoc
 from ccsa.slurm.squeue import QueueDoc, QueueJob
 from ccsa.slurm.stream import BadRecord
@@ -256,6 +257,13 @@ class Slurm:
             for job_id in _unique(ids):
                 nursery.start_soon(one, job_id)
         return {i: scripts[i] for i in _unique(ids) if i in scripts}
+
+    # -- sdiag ------------------------------------------------------------------------------
+
+    async def sdiag(self, cluster: str) -> SdiagDoc:
+        """``sdiag --cluster C --json``: slurmctld's clock and its slurmdbd message queue."""
+        data, label = await self._json("sdiag", ["--cluster", cluster, "--json"])
+        return sdiag.decode(data, command=label)
 
     # -- sinfo ------------------------------------------------------------------------------
 

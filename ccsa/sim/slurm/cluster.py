@@ -47,6 +47,7 @@ class RecordTruth(msgspec.Struct, frozen=True):
     start: int
     end: int
     state: str
+    hosts: tuple[str, ...] = ()
 
 
 class JobTruth(msgspec.Struct, frozen=True, kw_only=True):
@@ -348,7 +349,10 @@ class SimCluster:
                     nodes=nodes,
                     allocated=int(v.run.begin) if v.run else None,
                     earlier=tuple(
-                        RecordTruth(int(r.start), int(r.end), r.ended) for r in v.earlier
+                        RecordTruth(
+                            int(r.start), int(r.end), r.ended, tuple(a.node for a in r.allocs)
+                        )
+                        for r in v.earlier
                     ),
                 )
             )

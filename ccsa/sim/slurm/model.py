@@ -20,6 +20,11 @@ END_STATES = (
     "PREEMPTED",
 )
 
+#: A requeued (or preempted) job may start again this long after the requeue: slurmctld sets
+#: its begin time to now + cred_expire + 1 (``job_mgr.c``; AuthInfo ``cred_expire`` defaults to
+#: 120 s), seen as 121 s on the 24.11 test bed (docs/real-slurm.md).
+REQUEUE_DELAY = 121.0
+
 #: data_parser version -> (Slurm release it is the CLI default of, release string printed).
 DATA_PARSERS: dict[str, tuple[str, str, str, str]] = {
     # dp: (major, minor, micro, release)
@@ -175,6 +180,9 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: (``scontrol update JobId=N NumNodes=M``): a RESIZING record ends, a new one starts
     resize_after: float | None = None
     resize_nodes: int = 1
+    #: ``scancel`` this many seconds after a requeue or preemption, while the job pends
+    #: (then nothing but the earlier runs ever ran)
+    cancel_requeued_after: float | None = None
     shared: str = ""  # "" (partition default) | "none" (exclusive) | "user"
     script: str = ""
 

@@ -17,7 +17,15 @@ from typing import Any
 
 import msgspec
 
-from ccsa.sim.slurm.model import DATA_PARSERS, ClusterSpec, Job, NodeGroup, Run, State
+from ccsa.sim.slurm.model import (
+    DATA_PARSERS,
+    REQUEUE_DELAY,
+    ClusterSpec,
+    Job,
+    NodeGroup,
+    Run,
+    State,
+)
 
 #: how an earlier accounting record of a job ends when the job runs again (restart_cnt + 1)
 REQUEUE_STATES = ("REQUEUED", "PREEMPTED")
@@ -179,6 +187,8 @@ class View:
             self.phase, self.state = "pending", "PENDING"
             self.restarts += 1
             self.earlier = tuple(runs[: latest + 1])
+            if job.run is None and latest == len(runs) - 1 and job.end <= now:
+                self.phase, self.state = "done", "CANCELLED"  # cancelled while it pended
 
     @property
     def started(self) -> bool:
@@ -389,8 +399,17 @@ def sacct_job(
     now = ctx.now
     eligible = int(j.eligible)
     submission = int(j.submit)
-    if run_override is None and v.resize_time:  # the record a resize started (as_mysql_job.c)
+    restarts = v.restarts
+    if run_override is not None:  # an earlier record: its own restart count
+        restarts = sum(
+            1 for r in v.earlier[: v.earlier.index(run_override)] if r.ended in REQUEUE_STATES
+        )
+    elif v.resize_time:  # the record a resize started (as_mysql_job.c)
         eligible = submission = int(v.resize_time)
+    elif v.earlier and v.earlier[-1].ended in REQUEUE_STATES:
+        # after a requeue the job is resubmitted: submit = the requeue, eligible 121 s later
+        submission = int(v.earlier[-1].end)
+        eligible = int(v.earlier[-1].end + REQUEUE_DELAY)
     if run is not None and state == "RUNNING" and now - run.start < lag:
         state = "PENDING"  # slurmdbd has the start time and nodes but not the state yet
         eligible = 0
@@ -475,7 +494,7 @@ def sacct_job(
             "memory_per_node": nv(j.shape.mem_per_node),
         },
         "kill_request_user": "",
-        "restart_cnt": v.restarts,
+        "restart_cnt": restarts,
         "reservation": {"id": 0, "name": ""},
         "script": j.script if script else "",
         "stdin_expanded": "/dev/null",
@@ -485,7 +504,9 @@ def sacct_job(
         "stderr": "",
         "stdin": "/dev/null",
         "state": {
-            "current": [state],
+            # an earlier record ended by a requeue reads ["PENDING", "REQUEUED"] (the job's
+            # state when slurmdbd closed it, 24.11 test bed, docs/real-slurm.md)
+            "current": ["PENDING", "REQUEUED"] if state == "REQUEUED" else [state],
             "reason": "Priority" if state == "PENDING" and run is None else "None",
         },
         "steps": steps,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from ccsa.sim.slurm.model import (
+    REQUEUE_DELAY,
     Alloc,
     ClusterSpec,
     GpuSpec,
@@ -37,9 +38,6 @@ from ccsa.sim.slurm.model import (
 #: How many pending jobs are tried at each event (Slurm's bf_max_job_test is 500 by default;
 #: a smaller depth keeps a 10k-job backlog cheap and changes nothing at test scale).
 MAX_SCAN = 64
-#: A requeued job becomes eligible again this long after its run ended (Slurm holds requeued
-#: batch jobs with a BeginTime a little in the future).
-REQUEUE_DELAY = 60.0
 
 
 class ScheduleError(ValueError):
@@ -399,8 +397,15 @@ def schedule(spec: ClusterSpec, items: Sequence[tuple[int, JobSpec]]) -> list[Jo
                     u.eligible = t + REQUEUE_DELAY
                     u.started = None
                     heapq.heappush(events, (u.eligible, 2, u.seq, u.seq))
+                    if u.spec.cancel_requeued_after is not None:
+                        cancel = t + max(1.0, min(u.spec.cancel_requeued_after, REQUEUE_DELAY - 1))
+                        heapq.heappush(events, (cancel, 1, u.seq, u.seq))
             elif kind == 1:
-                if u.started is None and not u.runs and not u.done:
+                if (
+                    u.started is None
+                    and not u.done
+                    and (not u.runs or u.spec.cancel_requeued_after is not None)
+                ):
                     u.done = True
                     cancelled[u.seq] = t
                     pos = bisect.bisect_left(pending, key(u), key=key)
@@ -470,7 +475,7 @@ def _records(
                     shape=shape,
                     shared=js.shared,
                     run=run,
-                    prior=tuple(runs[:-1]) if run is not None else (),
+                    prior=tuple(runs[:-1]) if run is not None else tuple(runs),
                     end=end,
                     state=state,
                     exit_code=exit_code,
