@@ -18,6 +18,7 @@ import pytest
 
 from ccsa.sim.slurm import JobSpec, Shape, SimCluster
 from ccsa.slurm import sacct, squeue
+from ccsa.slurm.types import num
 
 T0 = 1_795_465_000.0  # 2026-11-23T20:16:40Z
 CLUSTER = "cluster1"
@@ -349,3 +350,18 @@ def test_empty_user_and_corrupt_record_faults(tmp_path: Path) -> None:
     assert sacct_jobs(sim, a)[0]["time"]["start"] == int(T0 + 1)
     assert json.loads(tool(sim, "squeue", "--json"))["jobs"]  # squeue is not touched
     assert sim.faults() == []
+
+
+async def test_sdiag_through_ccsas_view(tmp_path: Path) -> None:
+    """ccsa's ``Slurm.sdiag`` runs the simulated sdiag and reads slurmctld's clock and queue."""
+    from ccsa.slurm.commands import Slurm
+    from ccsa.slurm.runner import SlurmRunner
+
+    sim, _ = make(tmp_path, JobSpec(user="alice", duration=60))
+    sim.set_fault("dbd_lag", seconds=300, start=T0, end=T0 + 120)
+    sim.set_now(T0 + 30)
+    sim.set_skew(-5.0)
+    slurm = Slurm(SlurmRunner(str(sim.bin_dir), max_concurrent=2, timeout=30))
+    doc = await slurm.sdiag(CLUSTER)
+    assert num(doc.statistics.req_time) == int(T0 + 25)
+    assert num(doc.statistics.dbd_agent_queue_size) == 2  # the submit and the start
