@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> None:
         if argv is None:  # the console script, not a caller: skip the interpreter's teardown
             hook.exit_now(status)
         sys.exit(status)
-    result = build_app()(args)
+    try:
+        result = build_app()(args)
+    except BrokenPipeError:
+        # `status | head`: the reader left; say nothing more (and let the exit flush nothing).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -107,6 +107,8 @@ def files_command(
                 print(install(f, Path(root)))
             print("then: systemctl daemon-reload (see docs/admin-guide.md for the procedure)")
             return 0
+    except BrokenPipeError:
+        raise  # the reader left (`files --print hook.sh | head -1`): cli.main ends quietly
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         return cli.fail(f"files:{where}: {exc.strerror or exc}", 1)

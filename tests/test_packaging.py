@@ -13,6 +13,8 @@ import sys
 import venv
 from pathlib import Path
 
+import pytest
+
 from ccsa import hostfiles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +82,20 @@ def test_wheel_without_extras_carries_files_and_runs_the_demo(tmp_path: Path) ->
     assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
     assert "demo OK" in demo.stdout
     assert "nats-server not installed" not in demo.stdout
+
+
+@pytest.mark.parametrize("args", [["version"], ["files", "--print", "hook.sh"]])
+def test_output_into_a_closed_pipe_is_no_traceback(args: list[str]) -> None:
+    """`status | head`, `files --print hook.sh | head -1`: the reader leaving is not an error
+    worth a traceback (found running the upgrade procedure)."""
+    proc = subprocess.Popen(
+        [str(ADAPTER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even started
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert err == ""
