@@ -712,3 +712,103 @@ def test_first_window_starts_at_the_go_adapters_lastrun(tmp_path: Path) -> None:
     (tmp_path / "lastrun").touch()
     os.utime(tmp_path / "lastrun", (1_699_999_000, 1_699_999_000))
     assert start() == 1_699_999_000  # migration: where the Go adapter stopped
+
+
+async def test_stuck_checker_runs_with_rest_submission_off(tmp_path: Path, short_dir: Path) -> None:
+    """Issue 17 item 6: with ccRestSubmitJobs false (jobs over NATS) the checker still asks
+    cc-backend's ``GET /api/jobs/`` (it needs only the JWT) and still runs its round."""
+    from nats_server import NatsServer
+
+    async with environment(tmp_path, short_dir) as env:
+        with NatsServer(tmp_path) as server:
+            cfg = env.config(cc_rest_submit_jobs=False, nats_server="127.0.0.1",
+                             nats_port=server.port, nats_subject="cc.job.event")  # fmt: skip
+            async with daemon(env, cfg) as d:
+                assert d.delivery.client is None  # REST submission is off
+                await wait_for(lambda: env.standin.requests("get_jobs") != [], timeout=30)
+    assert env.standin.requests("start_job") == []
+
+
+# --- start-up exits (issue 17 item 9): a real daemon process --------------------------------
+
+SLURM_COMMANDS = ("sacctmgr", "sacct", "squeue", "scontrol", "sinfo")
+
+
+def _daemon_config_file(tmp: Path, sock_dir: Path, bin_dir: Path) -> Path:
+    cfg = {
+        "ccRestUrl": "http://127.0.0.1:9",
+        "ccRestJwt": "x.y.z",
+        "pidFilePath": str(tmp / "run" / "daemon.pid"),
+        "prepSockListenPath": str(sock_dir / "d.sock"),
+        "prepSockConnectPath": str(sock_dir / "d.sock"),
+        "lastRunPath": str(tmp / "lib" / "lastrun"),
+        "stateDbPath": str(tmp / "lib" / "state.sqlite3"),
+        "slurmBinDir": str(bin_dir),
+    }
+    path = tmp / "config.json"
+    path.write_text(json.dumps(cfg))
+    path.chmod(0o600)  # it holds the JWT (a looser mode earns a warning line)
+    return path
+
+
+def test_sigterm_while_startup_checks_retry_logs_and_removes_the_pid_file(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """slurmdbd is down (every ``sacctmgr`` fails, as the real one does with "Problem talking to
+    the database"), so the daemon waits in its start-up retry; systemd's stop sends SIGTERM."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in SLURM_COMMANDS:
+        script = bin_dir / name
+        script.write_text("#!/bin/sh\necho 'Problem talking to the database' >&2\nexit 1\n")
+        script.chmod(0o755)
+    cfg = _daemon_config_file(tmp_path, short_dir, bin_dir)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccsa", "-daemon", "-config", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        while "retrying in" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        assert "retrying in" in seen, seen
+        assert (tmp_path / "run" / "daemon.pid").read_text().strip() == str(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, seen + rest
+    assert "SIGTERM received while waiting for Slurm at start-up" in rest, seen + rest
+    assert not (tmp_path / "run" / "daemon.pid").exists()
+
+
+def test_a_slurm_command_that_is_not_installed_is_a_config_error(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """No ``sacctmgr`` in slurmBinDir: one line naming it and slurmBinDir, exit 1, no retries
+    (systemd's Restart=on-failure retries anyway), no pid file left."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in SLURM_COMMANDS:
+        if name != "sacctmgr":
+            (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
+            (bin_dir / name).chmod(0o755)
+    cfg = _daemon_config_file(tmp_path, short_dir, bin_dir)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ccsa", "-daemon", "-config", str(cfg)],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the daemon kept retrying a missing sacctmgr: {exc.stderr!r}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "sacctmgr" in lines[0], lines[0]
+    assert "slurmBinDir" in lines[0], lines[0]
+    assert "retrying" not in proc.stderr
+    assert not (tmp_path / "run" / "daemon.pid").exists()

@@ -3,28 +3,40 @@ Operator rights.
 
 `SUPPORTED_MAJORS` and `slurm_major` are the one definition of which Slurm releases ccsa
 supports (``check`` reports with them, the daemon refuses to start without them).
-`startup_checks` asks ``sacctmgr`` once; `clusters_with_retry` is the daemon's loop around it:
-a Slurm error is retried with backoff (slurmdbd may come up after us), anything else ends the
-start.
+`require_commands` makes a Slurm command that is not installed a configuration error (one line,
+exit 1). `startup_checks` asks ``sacctmgr`` once; `clusters_with_retry` is the daemon's loop
+around it: a Slurm error is retried with backoff (slurmdbd may come up after us), anything else
+ends the start.
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
+from collections.abc import Iterable
 from typing import Protocol
 
 import trio
 
-from ccsa.errors import DaemonError, SlurmError
+from ccsa.errors import DaemonError, SlurmCommandError, SlurmError
 from ccsa.slurm.commands import Slurm
+from ccsa.slurm.runner import SlurmRunner
 
-__all__ = ["SUPPORTED_MAJORS", "clusters_with_retry", "slurm_major", "startup_checks"]
+__all__ = [
+    "DAEMON_COMMANDS",
+    "SUPPORTED_MAJORS",
+    "clusters_with_retry",
+    "require_commands",
+    "slurm_major",
+    "startup_checks",
+]
 
 log = logging.getLogger(__name__)
 
 #: Slurm releases whose JSON ccsa reads (docs/slurm-json.md: data_parser v0.0.40-v0.0.42).
 SUPPORTED_MAJORS = (24, 25)
+#: The Slurm commands the daemon runs (``ccsa.slurm.commands``).
+DAEMON_COMMANDS = ("sacctmgr", "sacct", "squeue", "scontrol", "sinfo")
 
 
 class StatusNotifier(Protocol):
@@ -73,6 +85,20 @@ async def startup_checks(slurm: Slurm, user: str | None = None) -> list[str]:
         )  # fmt: skip
     log.info("Slurm %s, clusters: %s", version, ", ".join(names))
     return names
+
+
+def require_commands(runner: SlurmRunner, names: Iterable[str] = DAEMON_COMMANDS) -> None:
+    """Every command in ``names`` is installed (slurmBinDir, else PATH and /usr/bin).
+
+    A missing executable is a configuration error, not a passing Slurm outage: retrying cannot
+    install it. Raises DaemonError with the runner's one line (the command, where it looked,
+    slurmBinDir).
+    """
+    for name in names:
+        try:
+            runner.resolve(name)
+        except SlurmCommandError as exc:
+            raise DaemonError(f"configuration: {exc.stderr}") from None
 
 
 async def clusters_with_retry(

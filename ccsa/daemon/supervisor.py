@@ -39,7 +39,7 @@ from ccsa.daemon.pipeline import Pipeline, build, slurm_for
 from ccsa.daemon.prep import Coalescer, PrepEvent, PrepServer
 from ccsa.daemon.scripts import ScriptCache
 from ccsa.daemon.snapshot import ClusterStatus, ParkedEntry, SlurmStats, StatusSnapshot
-from ccsa.daemon.startup import clusters_with_retry
+from ccsa.daemon.startup import clusters_with_retry, require_commands
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
 from ccsa.daemon.stuck import STUCK_MIN_AGE, stuck_loop
@@ -221,17 +221,29 @@ async def main(
         if not dry_run:
             stack.enter_context(pid_file(cfg.pid_file_path))
         slurm = slurm_for(cfg)
-        clusters = await clusters_with_retry(
-            slurm, once=once or dry_run, max_delay=cfg.slurm_poll_interval, notify=notify
-        )
-        async with contextlib.AsyncExitStack() as astack:
-            pipe = await build(
-                cfg, store, astack, stats=stats, now=now, slurm=slurm, dry_run=dry_run, out=out
-            )
-            daemon = Daemon.of(pipe, clusters, now())
-            if once or dry_run:
-                return await _once(daemon, dry_run, once_timeout, task_status)
-            return await _serve(daemon, notify, grace, stuck_min_age, task_status)
+        require_commands(slurm.runner)
+        async with trio.open_nursery() as guard:  # SIGTERM/SIGINT from the start on
+            stop = _Stop(trio.CancelScope())
+            await guard.start(_signals, stop)
+            with stop.scope:
+                clusters = await clusters_with_retry(
+                    slurm, once=once or dry_run, max_delay=cfg.slurm_poll_interval, notify=notify
+                )
+            if stop.scope.cancelled_caught:
+                log.warning("%s received while waiting for Slurm at start-up: exiting (nothing "
+                            "was read or sent)", stop.signals[0])  # fmt: skip
+                return 0
+            async with contextlib.AsyncExitStack() as astack:
+                pipe = await build(
+                    cfg, store, astack, stats=stats, now=now, slurm=slurm, dry_run=dry_run, out=out
+                )
+                daemon = Daemon.of(pipe, clusters, now())
+                if once or dry_run:
+                    status = await _once(daemon, dry_run, once_timeout, task_status)
+                else:
+                    status = await _serve(daemon, notify, stop, grace, stuck_min_age, task_status)
+            guard.cancel_scope.cancel()
+            return status
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -291,13 +303,13 @@ def _intake(daemon: Daemon) -> tuple[Coalescer, ScriptCache, PrepServer]:
 async def _serve(
     daemon: Daemon,
     notify: NotifierLike,
+    stop: _Stop,
     grace: float,
     stuck_min_age: float,
     task_status: trio.TaskStatus[Daemon],
 ) -> int:
     cfg = daemon.cfg
     coalescer, script_cache, server = _intake(daemon)
-    stopping: list[str] = []
     async with trio.open_nursery() as root:
         await root.start(daemon.delivery.run)
         try:
@@ -309,9 +321,9 @@ async def _serve(
                     from ccsa import metrics
 
                     await work.start(metrics.serve, cfg.metrics_listen, daemon.status)
-                await work.start(_signals, work.cancel_scope, stopping)
+                stop.scope = work.cancel_scope  # a signal now stops the intake
                 work.start_soon(_ticker, daemon, notify)
-                if daemon.delivery.client is not None:  # stuck-job checker
+                if cfg.cc_rest_jwt.get():  # GET /api/jobs/ needs the JWT, not ccRestSubmitJobs
                     work.start_soon(
                         partial(
                             stuck_loop,
@@ -335,7 +347,7 @@ async def _serve(
                 notify.ready(daemon.summary())
                 task_status.started(daemon)
         finally:
-            notify.stopping(f"stopping ({', '.join(stopping) or 'error'})")
+            notify.stopping(f"stopping ({', '.join(stop.signals) or 'error'})")
             # Intake has stopped; let deliveries in flight finish, then stop the workers.
             daemon.delivery.close()
             root.cancel_scope.deadline = trio.current_time() + grace
@@ -343,19 +355,27 @@ async def _serve(
     return 0
 
 
+@dataclass
+class _Stop:
+    """Where SIGTERM/SIGINT land: the scope to cancel (the start-up checks, then the intake)
+    and the names of the signals received."""
+
+    scope: trio.CancelScope
+    signals: list[str] = field(default_factory=list)
+
+
 async def _signals(
-    scope: trio.CancelScope,
-    stopping: list[str],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    stop: _Stop, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    """The first SIGTERM/SIGINT cancels ``stop.scope``; a second one gets the default action
+    (the receiver is closed), so a stuck shutdown can still be ended at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             log.info("%s received: shutting down", name)
-            stopping.append(name)
-            scope.cancel()
+            stop.signals.append(name)
+            stop.scope.cancel()
             return
 
 
