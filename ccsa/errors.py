@@ -10,6 +10,7 @@
      │    └── SlurmDecodeError      the output is not the JSON we expect (JSON path, version)
      ├── BackendError           talking to cc-backend failed
      │    ├── BackendUnavailable    transport error, timeout, 5xx: try again later
+     │    │    └── BackendBlocked       401/403 or an answer not from cc-backend: the channel waits
      │    └── BackendRejected       4xx that retrying will not change (status + cc-backend's text)
      ├── PublishError           NATS publish failed (connection down, timeout)
      ├── StateError             the durable state store cannot be opened or written
@@ -110,6 +111,12 @@ class BackendUnavailable(BackendError):
         self.reason = reason
         self.status = status
         super().__init__(f"cc-backend {what}: {reason}")
+
+
+class BackendBlocked(BackendUnavailable):
+    """The answer is about the channel, not the request: 401/403 (the token), or a 4xx/5xx
+    without cc-backend's JSON error body (a reverse proxy's HTML 404/413/502). Every request
+    would get it: pause the channel, retry with backoff, never park the job."""
 
 
 class BackendRejected(BackendError):

@@ -14,7 +14,7 @@ import trio
 from ccsa.ccbackend.answers import Endpoint
 from ccsa.ccbackend.client import BackendClient
 from ccsa.ccbackend.models import StartJob, StopJob, encode
-from ccsa.errors import BackendRejected, BackendUnavailable
+from ccsa.errors import BackendBlocked, BackendRejected, BackendUnavailable
 from ccsa.sim.ccbackend import clusters
 from ccsa.sim.ccbackend.clusters import ClusterConfig
 from ccsa.sim.ccbackend.server import StandIn
@@ -122,6 +122,8 @@ async def post(client: BackendClient, endpoint: Endpoint, body: StartJob | StopJ
     """``client.post(endpoint, encode(body))`` as a `Seen`."""
     try:
         outcome = await client.post(endpoint, encode(body))
+    except BackendBlocked as exc:
+        return Seen("blocked", exc.status, exc.reason)
     except BackendUnavailable as exc:
         return Seen("transient", exc.status, exc.reason)
     except BackendRejected as exc:

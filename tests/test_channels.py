@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 from nats_server import NatsServer
 from standin_helpers import T0, serving
@@ -106,3 +107,85 @@ async def test_nats_outage_never_holds_back_rest_stops(tmp_path: Path) -> None:
     assert len(order) == 2 * JOBS
     for job_id in range(1, JOBS + 1):
         assert order.index(("start_job", job_id)) < order.index(("stop_job", job_id))
+
+
+@asynccontextmanager
+async def rest_delivery(store: Store, standin: StandIn) -> AsyncIterator[Delivery]:
+    async with (
+        BackendClient(standin.url, "token-for-a-standin-without-auth") as client,
+        trio.open_nursery() as nursery,
+    ):
+        delivery = Delivery(
+            store, client=client, now=lambda: T0 + 100.0, backoff=Backoff(base=0.05, cap=0.5)
+        )
+        await nursery.start(delivery.run)
+        yield delivery
+        nursery.cancel_scope.cancel()
+
+
+def queue_jobs(store: Store, jobs: int = JOBS) -> None:
+    actions = [a for job_id in range(1, jobs + 1) for a in start_stop(job_id)]
+    store.apply("test", actions, now=T0, rest=True, nats=False)
+
+
+async def test_a_window_of_401_pauses_rest_and_parks_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 item 2: an expired token (or a restarted auth proxy) answers 401 to everything
+    for a while. That is about the token, not the jobs: nothing is parked, the channel pauses
+    and retries with backoff, one ERROR names the fix, and everything is delivered once the
+    token works again (before: 20 of 20 starts parked until someone ran redrive)."""
+    store = Store.open(tmp_path / "state.sqlite3")
+    queue_jobs(store)
+    async with serving() as standin:
+        # cc-backend's auth middleware answer (docs/ccbackend.md §1.3).
+        standin.faults.rule("*", status=401, message="token is expired")
+        async with rest_delivery(store, standin) as delivery:
+            await wait_for(lambda: len(standin.requests("start_job")) >= 5)
+            rest = delivery.channels()["rest"]
+            assert rest.problem is not None
+            assert "401 Unauthorized: token is expired" in rest.problem
+            assert rest.blocked_answers >= 5
+            assert store.parked_count() == 0
+            standin.faults.clear()  # the token works again
+            await wait_for(store.outbox_empty)
+            assert delivery.channels()["rest"].problem is None
+        assert store.parked_count() == 0
+        stops = [r for r in standin.requests("stop_job") if r.status == 200]
+        assert len(stops) == JOBS
+        assert delivery.stats.blocked_answers["401"] >= 5
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1  # once per few minutes, not once per row
+    assert "ccRestJwt" in errors[0].getMessage()
+    assert "check" in errors[0].getMessage()
+    store.close()
+
+
+async def test_a_proxy_page_pauses_rest_and_a_stop_404_needs_cc_backend_words(
+    tmp_path: Path,
+) -> None:
+    """An HTML 502/404/413 from a reverse proxy is the proxy's problem, not the job's: the
+    channel pauses and the rows wait. A stop answered 404 counts as done only when
+    cc-backend's own body says the job was not found (v1.5.4 internal/api/job.go
+    stopJobByRequest: "finding job failed: ..."); a proxy's 404 page is retried."""
+    store = Store.open(tmp_path / "state.sqlite3")
+    queue_jobs(store, 2)
+    html = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+    async with serving() as standin:
+        standin.faults.script("start_job", [(502, html), (413, b"<html>Too Large</html>")])
+        standin.faults.script("stop_job", [(404, b"<html>404 Not Found</html>")])
+        async with rest_delivery(store, standin) as delivery:
+            await wait_for(store.outbox_empty)
+        assert store.parked_count() == 0
+        statuses = [r.status for r in standin.requests("stop_job")]
+        assert statuses[0] == 404
+        assert statuses.count(200) == 2  # the proxy's 404 was not taken for "not found"
+        assert delivery.stats.stops_done == 0
+        assert delivery.stats.blocked_answers == {"502": 1, "413": 1, "404": 1}
+        # cc-backend's own 404 to a stop of a job it does not know is done.
+        store.apply("test", [start_stop(99)[1]], now=T0, rest=True, nats=False)
+        async with rest_delivery(store, standin) as delivery:
+            await wait_for(store.outbox_empty)
+        assert standin.requests("stop_job")[-1].status == 404
+        assert delivery.stats.stops_done == 1
+    store.close()

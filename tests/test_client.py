@@ -15,7 +15,7 @@ from standin_helpers import T0, Seen, generated_clusters, post, serving, start_j
 from ccsa.ccbackend.answers import classify
 from ccsa.ccbackend.client import BackendClient
 from ccsa.ccbackend.models import NodePayload, NodeStateRequest, Resource, StartJob, StopJob
-from ccsa.errors import BackendRejected, BackendUnavailable, ConfigError
+from ccsa.errors import BackendBlocked, BackendRejected, BackendUnavailable, ConfigError
 from ccsa.sim.ccbackend.auth import AuthConfig
 from ccsa.sim.ccbackend.state import Backend
 
@@ -65,28 +65,65 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
         ("stop_job", 400, "rejected"),
         ("nodestate", 200, "delivered"),
         ("nodestate", 422, "rejected"),
-        ("start_job", 401, "rejected"),
-        ("start_job", 403, "rejected"),
+        ("start_job", 401, "blocked"),
+        ("start_job", 403, "blocked"),
         ("start_job", 500, "transient"),
         ("stop_job", 503, "transient"),
         ("stop_job", 429, "transient"),
     ],
 )
 def test_classify(endpoint: Any, status: int, kind: str) -> None:
-    body = b'{"status":"x","error":"the text"}\n'
-    errors = {"transient": BackendUnavailable, "rejected": BackendRejected}
+    text = "finding job failed: sql: no rows in result set" if status == 404 else "the text"
+    body = b'{"status":"x","error":"' + text.encode() + b'"}\n'
+    errors = {
+        "transient": BackendUnavailable,
+        "rejected": BackendRejected,
+        "blocked": BackendBlocked,
+    }
     if kind in errors:
         with pytest.raises(errors[kind]) as info:
             classify(endpoint, status, body, "POST x")
         assert isinstance(info.value, (BackendUnavailable, BackendRejected))
         assert info.value.status == status
-        if kind == "rejected":
-            assert "the text" in info.value.reason
+        assert isinstance(info.value, BackendBlocked) == (kind == "blocked")
+        assert text in info.value.reason
         return
     outcome = classify(endpoint, status, body, "POST x")
     assert (outcome.kind, outcome.status) == (kind, status)
     if kind == "done":
-        assert "the text" in outcome.message
+        assert text in outcome.message
+
+
+#: cc-backend's router answer to an unknown path (docs/ccbackend.md §1.1)
+ROUTER_404 = b'{"error":"the requested endpoint does not exist","status":"Resource not found"}'
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status", "body"),
+    [
+        ("start_job", 502, b"<html><h1>502 Bad Gateway</h1></html>"),
+        ("start_job", 422, b"<html>Unprocessable</html>"),
+        ("stop_job", 404, b"<html>404 Not Found</html>"),
+        # cc-backend's router, not its stop handler: the URL is wrong, the job says nothing
+        (
+            "stop_job",
+            404,
+            b'{"error":"the requested endpoint does not exist","status":"Resource not found"}',
+        ),
+        ("stop_job", 400, b"Bad Request"),
+        ("start_job", 500, b""),
+        ("start_job", 413, b'["not", "an", "error", "body"]'),
+    ],
+)
+def test_answers_that_are_not_cc_backends_block_the_channel(
+    endpoint: Any, status: int, body: bytes
+) -> None:
+    """Issue 17 item 2: an error answer without cc-backend's JSON error body (§1.4: both
+    ``status`` and ``error`` strings), or a stop's 404 that is not its "finding job failed",
+    says nothing about the job: BackendBlocked, never done or rejected."""
+    with pytest.raises(BackendBlocked) as info:
+        classify(endpoint, status, body, "POST x")
+    assert info.value.status == status
 
 
 # --------------------------------------------------------------------------- over HTTP
@@ -115,7 +152,7 @@ async def test_each_classification_against_the_standin() -> None:
         assert (await stop_job(client, stop(1))).kind == "transient"
         assert (await stop_job(client, stop(1))).kind == "transient"
         forbidden = await stop_job(client, stop(1))
-        assert (forbidden.kind, forbidden.status) == ("rejected", 403)
+        assert (forbidden.kind, forbidden.status) == ("blocked", 403)
         assert "forbidden by proxy" in forbidden.message
         nodes = NodeStateRequest(cluster="test", nodes=[NodePayload("c001", ["idle"])])
         assert (await post(client, "nodestate", nodes)).kind == "delivered"
@@ -131,12 +168,12 @@ async def test_each_classification_against_the_standin() -> None:
         assert standin.requests("nodestate")[0].path == "/api/nodestate/"
 
 
-async def test_401_is_rejected_with_a_hint() -> None:
+async def test_401_blocks_with_a_hint() -> None:
     auth = AuthConfig.generate()
     expired = auth.issue(exp=T0)
     async with serving(auth=auth) as standin, BackendClient(standin.url, expired) as client:
         outcome = await start_job(client, start(1))
-    assert (outcome.kind, outcome.status) == ("rejected", 401)
+    assert (outcome.kind, outcome.status) == ("blocked", 401)
     assert "token is expired" in outcome.message
     assert "'api'" in outcome.message
     assert "ccRestJwt" in outcome.message
@@ -208,7 +245,7 @@ async def test_running_jobs_errors() -> None:
         with pytest.raises(BackendUnavailable) as unavailable:
             await client.running_jobs()
         assert unavailable.value.status == 500
-        with pytest.raises(BackendRejected) as rejected:
+        with pytest.raises(BackendBlocked) as rejected:
             await client.running_jobs()
         assert rejected.value.status == 401
         assert "token is expired" in str(rejected.value)

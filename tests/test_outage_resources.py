@@ -328,9 +328,9 @@ def test_concurrent_failures_count_as_one_failed_attempt() -> None:
     count 8 failures, pausing REST for 2**7 s (up to the 300 s cap) right after an outage."""
     import random
 
-    from ccsa.daemon.delivery import Backoff, _Gate
+    from ccsa.daemon.channel import Backoff, Channel
 
-    gate = _Gate(Backoff(rng=random.Random(1)))
+    gate = Channel(Backoff(rng=random.Random(1)))
     for _ in range(8):
         gate.failure(100.0)  # eight rows in flight fail at the same moment
     assert gate.failures == 1

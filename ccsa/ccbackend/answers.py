@@ -13,9 +13,9 @@ from typing import Literal
 
 import httpx
 
-from ccsa.errors import BackendRejected, BackendUnavailable
+from ccsa.errors import BackendBlocked, BackendRejected, BackendUnavailable
 
-__all__ = ["PATHS", "Endpoint", "Outcome", "classify", "error_text", "reason"]
+__all__ = ["PATHS", "Endpoint", "Outcome", "cc_error", "classify", "error_text", "reason"]
 
 Kind = Literal["delivered", "done"]
 Endpoint = Literal["start_job", "stop_job", "nodestate", "get_jobs"]
@@ -40,8 +40,14 @@ _DONE: dict[Endpoint, frozenset[int]] = {
 }
 HINT_401 = (
     "check ccRestJwt: cc-backend wants an EdDSA-signed token with a 'sub' claim, roles exactly "
-    "['api'] (or both 'admin' and 'api'), not expired, and this host in api-allowed-ips"
+    "['api'] (or both 'admin' and 'api'), not expired, and this host in api-allowed-ips; "
+    "'cc-slurm-adapter check' tests it"
 )
+HINT_PROXY = (
+    "without cc-backend's JSON error body (a reverse proxy's answer? check ccRestUrl and the "
+    "proxy in front of cc-backend)"
+)
+HINT_404 = "not cc-backend's 'job not found': check ccRestUrl's path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,26 +72,54 @@ def error_text(body: bytes, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty body)"
 
 
+def cc_error(body: bytes) -> str | None:
+    """The ``error`` text of cc-backend's own error body (``{"status":..,"error":..}``, both
+    strings: ``handleError`` in internal/api/rest.go, the auth middleware's 401 and the router's
+    404), or None for anything else: HTML or text from a reverse proxy, an empty body."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    error, status = value.get("error"), value.get("status")
+    return error if isinstance(error, str) and isinstance(status, str) else None
+
+
+#: The start of cc-backend's answer to a stop of a job it does not have (v1.5.4
+#: internal/api/job.go ``stopJobByRequest``: ``handleError(fmt.Errorf("finding job failed:
+#: %w", err), http.StatusNotFound, rw)``). Any other 404 (the router's "the requested endpoint
+#: does not exist", a proxy's page) says nothing about the job.
+STOP_NOT_FOUND = "finding job failed"
+
+
 def classify(endpoint: Endpoint, status: int, body: bytes, what: str) -> Outcome:
     """Classify an HTTP answer of ``endpoint`` (pure); ``what`` names the request in errors.
 
     Raises:
-        BackendUnavailable: 5xx, 408, 429: try again later.
-        BackendRejected: any other 4xx: this request will not succeed as it is.
+        BackendBlocked: 401/403, or an error answer that is not cc-backend's JSON error body,
+            or a 404 to a stop that is not cc-backend's "job not found": the channel waits.
+        BackendUnavailable: 5xx, 408, 429 from cc-backend: try this request again later.
+        BackendRejected: any other 4xx from cc-backend: this request will not succeed as it is.
     """
     if status == DELIVERED[endpoint]:
         return Outcome("delivered", status, f"{status} {reason(status)}")
     text = error_text(body)
-    if status in _DONE[endpoint]:
-        return Outcome("done", status, text)
-    if status >= 500 or status in (408, 429):
-        raise BackendUnavailable(what, f"{status} {reason(status)}: {text}", status)
     if status == 401:
-        raise BackendRejected(what, status, f"401 Unauthorized: {text} ({HINT_401})")
+        raise BackendBlocked(what, f"401 Unauthorized: {text} ({HINT_401})", status)
     if status == 403:
-        hint = "the token's user lacks the role 'api' or the request was blocked"
-        raise BackendRejected(what, status, f"403 Forbidden: {text} ({hint})")
-    raise BackendRejected(what, status, f"{status} {reason(status)}: {text}")
+        hint = "the token's user lacks the role 'api' or a proxy blocked the request"
+        raise BackendBlocked(what, f"403 Forbidden: {text} ({hint})", status)
+    error = cc_error(body)
+    if error is None:
+        raise BackendBlocked(what, f"{status} {reason(status)} {HINT_PROXY}: {text}", status)
+    if endpoint == "stop_job" and status == 404 and not error.startswith(STOP_NOT_FOUND):
+        raise BackendBlocked(what, f"404 Not Found ({HINT_404}): {error}", status)
+    if status in _DONE[endpoint]:
+        return Outcome("done", status, error)
+    if status >= 500 or status in (408, 429):
+        raise BackendUnavailable(what, f"{status} {reason(status)}: {error}", status)
+    raise BackendRejected(what, status, f"{status} {reason(status)}: {error}")
 
 
 def reason(status: int) -> str:

@@ -25,21 +25,22 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import sys
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 import trio
 
 from ccsa.ccbackend.answers import Endpoint, Outcome
+from ccsa.daemon.channel import LOG_EVERY, Backoff, Channel, ChannelState
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
-from ccsa.errors import BackendRejected, BackendUnavailable, PublishError
+from ccsa.errors import BackendBlocked, BackendRejected, BackendUnavailable, PublishError
 
 log = logging.getLogger(__name__)
 
+#: Seconds a row may wait before one WARNING names it (issue 17 item 8).
+WARN_AFTER = 3600.0
 #: Outbox rows read per dispatcher query.
 BATCH = 256
 #: Statuses that mean "cc-backend (or its proxy) is not there": pause, do not hammer.
@@ -58,50 +59,6 @@ class RestClient(Protocol):
 
 class NatsPublisher(Protocol):
     async def publish(self, payload: bytes) -> None: ...
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter: base * 2**(n-1), at most cap, times U(0.5, 1)."""
-
-    base: float = 1.0
-    cap: float = 300.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, failures: int) -> float:
-        raw = min(self.cap, self.base * 2.0 ** max(0, min(failures - 1, 60)))
-        return raw * (0.5 + 0.5 * self.rng.random())
-
-
-@dataclass
-class _Gate:
-    """A channel (REST or NATS) that pauses after connection-level failures, then probes."""
-
-    backoff: Backoff
-    failures: int = 0
-    pause_until: float = -math.inf
-    in_flight: int = 0
-
-    @property
-    def probing(self) -> bool:
-        return self.failures > 0
-
-    def open(self, now: float) -> bool:
-        if now < self.pause_until:
-            return False
-        return not (self.probing and self.in_flight > 0)
-
-    def failure(self, now: float) -> None:
-        if now < self.pause_until:
-            # Rows sent together before the pause fail together: one failed attempt, not N
-            # (8 workers timing out at once would otherwise pause for 2**7 s straight away).
-            return
-        self.failures += 1
-        self.pause_until = now + self.backoff.delay(self.failures)
-
-    def success(self) -> None:
-        self.failures = 0
-        self.pause_until = -math.inf
 
 
 class Delivery:
@@ -133,8 +90,8 @@ class Delivery:
         self.dry_run = dry_run
         self.out = out
         self.backoff = backoff or Backoff()
-        self.rest_gate = _Gate(self.backoff)
-        self.nats_gate = _Gate(self.backoff)
+        self.rest_gate = Channel(self.backoff)
+        self.nats_gate = Channel(self.backoff)
         self._in_flight: set[int] = set()
         self._retry_at: dict[int, float] = {}
         self._failures: dict[int, int] = {}
@@ -143,6 +100,7 @@ class Delivery:
         self._dispatch_scope = trio.CancelScope()
         self._hurry: dict[str, set[int]] = {}  # jobs whose rows go before all others
         self._hurried: set[int] = set()  # ids of rows sent because of `hurry`, in flight
+        self._warned: set[int] = set()  # ids of rows named by the WARN_AFTER warning
 
     # --- public ---------------------------------------------------------------------------
 
@@ -199,7 +157,7 @@ class Delivery:
 
     # --- dispatcher -----------------------------------------------------------------------
 
-    def _gate(self, row: OutboxRow) -> _Gate:
+    def _gate(self, row: OutboxRow) -> Channel:
         return self.rest_gate if row.rest_pending else self.nats_gate
 
     async def _dispatch(self, send: trio.MemorySendChannel[OutboxRow]) -> None:
@@ -328,13 +286,16 @@ class Delivery:
         what = f"{row.kind}_job of job {row.key.job_id} on {row.key.cluster}"
         try:
             outcome = await self.client.post(endpoint, row.body)
+        except BackendBlocked as exc:
+            self._rest_blocked(row, exc)
+            return
         except BackendUnavailable as exc:
             self._rest_failed(row, what, exc)
             return
         except BackendRejected as exc:
             self._rest_rejected(row, what, exc)
             return
-        self.rest_gate.success()
+        self._channel_works(self.rest_gate, "REST")
         self._forget(row)
         if outcome.kind == "done":
             self.store.rest_done(row, publish_nats=False, now=self.now())
@@ -360,13 +321,49 @@ class Delivery:
 
     def _rest_rejected(self, row: OutboxRow, what: str, exc: BackendRejected) -> None:
         """cc-backend refused this row for good: park it (with its job's stops, for a start)."""
-        self.rest_gate.success()
+        self._channel_works(self.rest_gate, "REST")
         self._forget(row)
         n = self.store.park(row, exc.status, exc.reason, self.now())
         self.stats.rejections[exc.status] += 1
         also = f" (with {n - 1} stop(s) of the same job)" if n > 1 else ""
         log.warning("%s rejected by cc-backend with %s: %s; parked%s, re-drive it once fixed",
                     what, exc.status, exc.reason, also)  # fmt: skip
+
+    def _rest_blocked(self, row: OutboxRow, exc: BackendBlocked) -> None:
+        """cc-backend's channel refuses every request (401/403: the token; an answer that is not
+        cc-backend's: a proxy): the row stays, the channel pauses with backoff, an ERROR at most
+        every few minutes (issue 17 item 2). Never parked: nothing is wrong with the job."""
+        self.stats.blocked_answers[str(exc.status or 0)] += 1
+        self.store.failed(row, f"{exc.status}: {exc.reason}")
+        self._forget(row)  # the channel's pause paces the retries, not the row's own backoff
+        self._warn_if_old(row, exc.reason)
+        gate, now = self.rest_gate, trio.current_time()
+        gate.blocked(exc.reason, now, self.now())
+        if gate.should_log(now):
+            log.error("delivery to cc-backend paused, every request is refused: %s; %d rows "
+                      "wait and are retried with backoff (repeated every %.0f min while it "
+                      "lasts)", exc.reason, self.store.outbox_depth(), LOG_EVERY / 60)  # fmt: skip
+
+    def _channel_works(self, gate: Channel, name: str) -> None:
+        since = gate.success()
+        if since is not None:
+            log.warning("%s channel works again after %.0f s; delivering what waited",
+                        name, max(0.0, self.now() - since))  # fmt: skip
+
+    def _warn_if_old(self, row: OutboxRow, answer: str) -> None:
+        """One WARNING per row that has waited more than `WARN_AFTER` (issue 17 item 8)."""
+        waited = self.now() - row.created
+        if waited < WARN_AFTER or row.id in self._warned:
+            return
+        self._warned.add(row.id)
+        log.warning("%s_job of job %s on %s has waited %.0f min (%d attempts); last answer: %s",
+                    row.kind, row.key.job_id, row.key.cluster, waited / 60, row.attempts + 1,
+                    answer)  # fmt: skip
+
+    def channels(self) -> dict[str, ChannelState]:
+        """Each channel's pause and problem, for ``status`` and the metrics."""
+        now = trio.current_time()
+        return {"rest": self.rest_gate.state(now), "nats": self.nats_gate.state(now)}
 
     def _rest_failed(self, row: OutboxRow, what: str, exc: BackendUnavailable) -> None:
         """A transient failure: keep the row, retry it with backoff; no answer or a gateway's
@@ -375,6 +372,7 @@ class Delivery:
         self.stats.transient_failures += 1
         self.store.failed(row, f"{status or 'no answer'}: {exc.reason}")
         self._retry(row)
+        self._warn_if_old(row, f"{status or 'no answer'}: {exc.reason}")
         if status is None or status in _GATEWAY:
             self.rest_gate.failure(trio.current_time())
         log.warning("%s failed (%s: %s); will retry", what, status or "no answer", exc.reason)
@@ -395,15 +393,15 @@ class Delivery:
             self.stats.nats_failures += 1
             self.store.failed(row, f"NATS: {exc}")
             self._retry(row)
-            self.nats_gate.failure(trio.current_time())
-            log.warning(
-                "NATS publish of %s_job of job %s failed: %s; will retry",
-                row.kind,
-                row.key.job_id,
-                exc,
-            )
+            self._warn_if_old(row, f"NATS: {exc}")
+            gate, now = self.nats_gate, trio.current_time()
+            gate.blocked(str(exc), now, self.now())
+            if gate.should_log(now):
+                log.warning("NATS publish of %s_job of job %s failed: %s; the NATS channel "
+                            "pauses and retries with backoff (repeated every %.0f min while "
+                            "it lasts)", row.kind, row.key.job_id, exc, LOG_EVERY / 60)  # fmt: skip
             return
-        self.nats_gate.success()
+        self._channel_works(self.nats_gate, "NATS")
         self._forget(row)
         self.stats.nats_published += 1
         self.store.nats_done(row, now=self.now())
