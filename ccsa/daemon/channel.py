@@ -100,7 +100,8 @@ class Channel:
         self.problem = None
         self.blocked_since = None
         self.blocked_answers = 0
-        self._logged_at = -math.inf
+        # _logged_at stays: an answer to a request sent before the recovery may block the
+        # channel again for a moment, and that is no reason for a second ERROR.
         return since
 
     def state(self, now: float) -> ChannelState:
