@@ -95,8 +95,40 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "ccsa_in_flight", "Deliveries being sent now.", value=snap.in_flight
         )
+        yield from self._waiting(snap)
         yield from self._clusters(snap.clusters)
         yield from self._slurm(snap.slurm_commands)
+
+    @staticmethod
+    def _waiting(snap: StatusSnapshot) -> Iterator[Metric]:
+        """Blocked channels and the oldest waiting row (issue 17 items 2 and 8)."""
+        blocked_answers = CounterMetricFamily(
+            "ccsa_blocked_answers",
+            "Answers that paused delivery (401/403, a proxy's page), by HTTP status.",
+            labels=["status"],
+        )
+        for status, count in sorted(snap.labelled("blocked_answers").items()):
+            blocked_answers.add_metric([status], count)
+        yield blocked_answers
+        blocked = GaugeMetricFamily(
+            "ccsa_channel_blocked",
+            "1 while every request of the channel is refused (token, proxy, NATS down).",
+            labels=["channel"],
+        )
+        for name, ch in sorted(snap.channels.items()):
+            blocked.add_metric([name], 1.0 if ch.problem else 0.0)
+        yield blocked
+        w = snap.oldest_waiting
+        yield GaugeMetricFamily(
+            "ccsa_oldest_waiting_queued_timestamp_seconds",
+            "When the oldest row still in the outbox was queued (0: outbox empty).",
+            value=(w.queued_at or 0.0) if w else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "ccsa_oldest_waiting_attempts",
+            "Delivery attempts of the oldest row still in the outbox.",
+            value=w.attempts if w else 0,
+        )
 
     @staticmethod
     def _clusters(clusters: Mapping[str, ClusterStatus]) -> Iterator[Metric]:

@@ -139,6 +139,48 @@ def _counter_rows(counters: Counters) -> list[tuple[str, ...]]:
     return rows
 
 
+def _waiting_sections(snap: StatusSnapshot, now: float) -> list[Section]:
+    """A blocked channel (401/403, a proxy's page, NATS down) and the oldest waiting row."""
+    out: list[Section] = []
+    blocked = [(name, ch) for name, ch in sorted(snap.channels.items()) if ch.problem]
+    if blocked:
+        out.append(
+            Section(
+                "BLOCKED channels (every request refused; retried with backoff)",
+                ("channel", "since", "answers", "paused", "problem"),
+                [
+                    (
+                        name.upper(),
+                        _when(ch.blocked_since, now),
+                        str(ch.blocked_answers),
+                        f"{ch.paused_for:.0f} s",
+                        ch.problem or "",
+                    )
+                    for name, ch in blocked
+                ],
+            )
+        )
+    w = snap.oldest_waiting
+    if w is not None:
+        out.append(
+            Section(
+                "oldest waiting delivery",
+                ("cluster", "job", "kind", "queued", "attempts", "last answer"),
+                [
+                    (
+                        w.cluster,
+                        str(w.job_id),
+                        w.kind,
+                        _when(w.queued_at, now),
+                        str(w.attempts),
+                        " ".join((w.last_error or "-").split()),
+                    )
+                ],
+            )
+        )
+    return out
+
+
 def sections(snap: StatusSnapshot, now: float) -> list[Section]:
     """The snapshot as tables (pure)."""
     up = _ago(now - snap.started_at).replace(" ago", "") if snap.started_at is not None else "?"
@@ -168,6 +210,7 @@ def sections(snap: StatusSnapshot, now: float) -> list[Section]:
             ],
         ),
     ]
+    out += _waiting_sections(snap, now)
     if snap.parked_latest:
         out.append(
             Section(

@@ -263,6 +263,32 @@ async def test_transient_500_retried_with_backoff(
     assert d.stats.transient_failures == 3
 
 
+async def test_a_job_failing_for_an_hour_is_counted_shown_and_warned_once(
+    store: Store, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 item 8: the same 5xx for one job for hours retried forever, invisibly. Now
+    its attempts are counted on its row, it is the oldest waiting row (what status and the
+    metrics show, with its last answer), and one WARNING names it after an hour."""
+    t0 = 1_700_000_000.0
+    store.apply("c1", [_start(1), _stop(1), _start(2), _stop(2)], now=t0, rest=True, nats=False)
+    backend = Backend(flaky={1: 10**6})  # cc-backend answers 500 to job 1, for hours
+    d = make(store, backend)
+    d.now = lambda: t0 + trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(d.run)
+        await trio.sleep(2 * 3600)
+        nursery.cancel_scope.cancel()
+    (oldest,) = store.outbox_rows(limit=1)
+    assert (oldest.key.job_id, oldest.kind) == (1, "start")
+    assert oldest.attempts == d.stats.transient_failures >= 10
+    assert oldest.last_error == "500: insert into database failed"
+    assert [r.key.job_id for r in store.outbox_rows()] == [1, 1]  # job 2 went on
+    warned = [r.getMessage() for r in caplog.records if "has waited" in r.getMessage()]
+    assert len(warned) == 1
+    assert "start_job of job 1 on c1 has waited 6" in warned[0]  # 60-odd minutes
+    assert "insert into database failed" in warned[0]
+
+
 async def test_down_backend_is_not_hammered(
     store: Store, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from ccsa import config, status
+from ccsa import config, metrics, status
 from ccsa.config import Config
 from ccsa.daemon.plan import JobKey
 from ccsa.daemon.supervisor import Daemon, main
@@ -300,6 +300,56 @@ async def test_rejected_start_is_parked_visible_and_redriven(
             await wait_for(lambda: d.store.outbox_depth() == 0)
             assert d.store.parked_count() == 0
         report = backend.check_exactly_once([("c1", bad), ("c1", good)], hwthreads=True)
+        assert report.ok, report.summary()
+
+
+async def test_a_401_window_is_visible_in_status_and_metrics_and_parks_nothing(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """Issue 17 items 2 and 8 through the running daemon: while cc-backend answers 401 (an
+    expired token), ``status`` (socket and command) and the metrics show the blocked REST
+    channel with the problem, and the oldest waiting row with its attempts and last answer;
+    nothing is parked, and every job arrives once the token works again."""
+    async with world(tmp_path, short_dir) as w:
+        sim, backend = w.sim, w.backend
+        w.standin.faults.rule("*", status=401, message="token is expired")
+        async with daemon(w) as d:
+            await next_tick(d)
+            jobs = sim.submit_many(
+                [
+                    JobSpec(
+                        user="alice", submit=sim.now + 2, duration=40, shape=Shape(cpus_per_node=2)
+                    )
+                    for _ in range(3)
+                ]
+            )
+            for _ in range(3):
+                sim.advance(30)
+                await next_tick(d)
+            await wait_for(lambda: d.delivery.channels()["rest"].blocked_answers >= 2)
+            snap = await status.fetch(w.cfg.prep_sock_connect_path)
+            rest = snap.channels["rest"]
+            assert rest.problem is not None
+            assert "401 Unauthorized: token is expired" in rest.problem
+            assert rest.blocked_since is not None
+            assert snap.oldest_waiting is not None
+            assert snap.oldest_waiting.job_id in jobs
+            assert snap.oldest_waiting.attempts >= 1
+            assert "token is expired" in (snap.oldest_waiting.last_error or "")
+            assert snap.parked == 0
+            text = metrics.exposition(d.status).decode()
+            assert 'ccsa_channel_blocked{channel="rest"} 1.0' in text
+            assert 'ccsa_blocked_answers_total{status="401"}' in text
+            assert "ccsa_oldest_waiting_attempts" in text
+            shown = await _cli("status", "-config", str(w.cfg_path))
+            assert shown.returncode == 0, shown.stderr
+            assert "BLOCKED" in shown.stdout
+            assert "token is expired" in shown.stdout
+            w.standin.faults.clear()  # the token works again
+            await wait_for(lambda: d.store.outbox_depth() == 0)
+            assert d.store.parked_count() == 0
+            assert d.delivery.channels()["rest"].problem is None
+        report = backend.check_exactly_once([("c1", j) for j in jobs], hwthreads=True)
         assert report.ok, report.summary()
 
 

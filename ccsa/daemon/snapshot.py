@@ -13,12 +13,14 @@ from __future__ import annotations
 import msgspec
 
 __all__ = [
+    "ChannelStatus",
     "ClusterStatus",
     "CommandStats",
     "LimiterStats",
     "ParkedEntry",
     "SlurmStats",
     "StatusSnapshot",
+    "WaitingEntry",
     "decode",
     "encode",
 ]
@@ -51,6 +53,28 @@ class ParkedEntry(msgspec.Struct, kw_only=True):
     status: int | None = None
     reason: str = ""
     parked_at: float | None = None
+
+
+class ChannelStatus(msgspec.Struct, kw_only=True):
+    """A delivery channel (``rest``, ``nats``): paused for how long, and while every request is
+    refused (401/403, a proxy's page; NATS down) why, since when (wall time) and how often."""
+
+    paused_for: float = 0.0
+    problem: str | None = None
+    blocked_since: float | None = None
+    blocked_answers: int = 0
+
+
+class WaitingEntry(msgspec.Struct, kw_only=True):
+    """The oldest row still waiting in the outbox, its attempts and its last answer."""
+
+    cluster: str
+    job_id: int
+    start_time: int | None = None
+    kind: str = ""
+    attempts: int = 0
+    last_error: str | None = None
+    queued_at: float | None = None
 
 
 class CommandStats(msgspec.Struct, kw_only=True):
@@ -95,6 +119,8 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     in_flight: int = 0
     waiting_retry: int = 0
     rest_paused_for: float = 0.0
+    channels: dict[str, ChannelStatus] = msgspec.field(default_factory=dict)
+    oldest_waiting: WaitingEntry | None = None
     parked: int = 0
     parked_latest: list[ParkedEntry] = msgspec.field(default_factory=list)
     prep_pending: int = 0

@@ -18,6 +18,7 @@ the output stream and the systemd notifier injectable.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -38,7 +39,14 @@ from ccsa.daemon.pidfile import pid_file
 from ccsa.daemon.pipeline import Pipeline, build, slurm_for
 from ccsa.daemon.prep import Coalescer, PrepEvent, PrepServer
 from ccsa.daemon.scripts import ScriptCache
-from ccsa.daemon.snapshot import ClusterStatus, ParkedEntry, SlurmStats, StatusSnapshot
+from ccsa.daemon.snapshot import (
+    ChannelStatus,
+    ClusterStatus,
+    ParkedEntry,
+    SlurmStats,
+    StatusSnapshot,
+    WaitingEntry,
+)
 from ccsa.daemon.startup import clusters_with_retry, require_commands
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
@@ -147,12 +155,33 @@ class Daemon:
             in_flight=self.delivery.in_flight,
             waiting_retry=self.delivery.waiting_retry,
             rest_paused_for=round(self.delivery.paused_for(), 3),
+            channels={
+                name: ChannelStatus(**dataclasses.asdict(state))
+                for name, state in self.delivery.channels().items()
+            },
+            oldest_waiting=self._oldest_waiting(),
             parked=self.store.parked_count(),
             parked_latest=parked,
             prep_pending=self.coalescer.pending if self.coalescer else 0,
             prep_listen=self.prep_bound,
             slurm_commands=msgspec.convert(self.runner.stats(), SlurmStats),
             counters=self.stats.as_dict(),
+        )
+
+    def _oldest_waiting(self) -> WaitingEntry | None:
+        """The oldest outbox row (issue 17 item 8: a job that keeps failing is visible)."""
+        rows = self.store.outbox_rows(limit=1)
+        if not rows:
+            return None
+        row = rows[0]
+        return WaitingEntry(
+            cluster=row.key.cluster,
+            job_id=row.key.job_id,
+            start_time=row.key.start_time,
+            kind=row.kind,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            queued_at=row.created,
         )
 
     def summary(self) -> str:
