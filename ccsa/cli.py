@@ -5,13 +5,14 @@ upstream's single-dash Go-style flags into GNU spellings, and when the command l
 ``[--config FILE] [--debug N]`` it runs :func:`ccsa.hook.main` at once -- before cyclopts, msgspec
 or trio are imported -- and, as the console script, ends with :func:`ccsa.hook.exit_now` (no
 interpreter teardown). Everything else goes to a cyclopts App built on demand. This module's
-top-level imports are therefore ``sys`` and ``os`` only (both loaded by the interpreter anyway).
+only top-level import is ``sys``: the installed ``cc-slurm-adapter`` (scripts/cc-slurm-adapter)
+runs the hook with ``python -I -S``, where not even ``os`` is loaded; anything else started that
+way turns site on first (:func:`main`).
 
 Subcommands are one line each in :data:`SUBCOMMANDS` (``name, "module:function", help``) and are
 imported only when invoked. Only command functions call ``trio.run``.
 """
 
-import os
 import sys
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is too heavy for the hook path
@@ -102,10 +103,16 @@ def main(argv: list[str] | None = None) -> None:
         if argv is None:  # the console script, not a caller: skip the interpreter's teardown
             hook.exit_now(status)
         sys.exit(status)
+    if sys.flags.no_site and "site" not in sys.modules:  # the launcher's -I -S, not a hook
+        import site
+
+        site.main()
     try:
         result = build_app()(args)
     except BrokenPipeError:
         # `status | head`: the reader left; say nothing more (and let the exit flush nothing).
+        import os
+
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def fail(message: str, status: int) -> int:
     """Print one error line on stderr (with journald's ``<3>`` under systemd); return ``status``."""
+    import os
+
     prefix = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
     sys.stderr.write(f"{prefix}{PROG}: {' '.join(message.split())}\n")
     return status

@@ -7,7 +7,10 @@ Connect and send share one deadline of :data:`TIMEOUT` seconds. Any failure is o
 and exit status 1; ``hooks/hook.sh`` turns that into ``exit 0`` so a job never fails because of us.
 
 Stdlib only and frugal even there, because the interpreter start is most of this command's cost
-(``benchmarks/bench_hook.py`` measures it against a bare ``python -I -S``):
+(``benchmarks/bench_hook.py`` measures it against a bare ``python -I -S``). The installed
+``cc-slurm-adapter`` (``scripts/cc-slurm-adapter``, a shell/Python polyglot) runs this path with
+``python -I -S``: no site, no ``.pth`` files, no console-script wrapper; ``os`` is not loaded
+then, so this module uses ``posix`` (what ``os`` wraps) for the environment and ``_exit``.
 
 * The payload is written by hand (:func:`encode`, a ``str.translate`` table) instead of with
   ``json``: ``json`` imports ``re``, which costs about as much as the interpreter start, and even
@@ -22,13 +25,13 @@ Stdlib only and frugal even there, because the interpreter start is most of this
 * It talks to ``_socket`` directly: ``socket`` drags in ``enum``, ``selectors`` and
   ``collections``, and all it adds here is ``create_connection``, a ten-line loop over
   ``getaddrinfo``.
-* :func:`exit_now` ends the console script with ``os._exit`` once stderr is flushed and the socket
-  closed: the interpreter's teardown (module cleanup, final garbage collection) cost about a fifth
-  of the interpreter start and had nothing left to do.
+* :func:`exit_now` ends the console script with ``posix._exit`` once stderr is flushed and the
+  socket closed: the interpreter's teardown (module cleanup, final garbage collection) cost about
+  a fifth of the interpreter start and had nothing left to do.
 """
 
 import _socket
-import os
+import posix  # what os wraps: `os` itself imports stat, posixpath, abc... (no site to pay it)
 import sys
 import time
 
@@ -289,6 +292,13 @@ def _connect(addr: SockAddr, deadline: float) -> _socket.socket:
     raise error
 
 
+def environ() -> dict[str, str]:
+    """The process environment decoded as ``os.environ`` decodes it (file system encoding,
+    ``surrogateescape``), read from ``posix`` directly."""
+    enc, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {k.decode(enc, errors): v.decode(enc, errors) for k, v in posix.environ.items()}
+
+
 def run(config_path: str | None, environ: "Mapping[str, str]") -> None:
     """The whole hook, raising ``HookError`` with the line to print."""
     env = collect(environ)
@@ -311,7 +321,7 @@ def main(config_path: str | None, argv: "Sequence[str]" = ()) -> int:
             raise HookError(
                 f"unexpected argument(s) {' '.join(argv)!r} in Prolog/Epilog mode (see -help)"
             )
-        run(config_path, os.environ)
+        run(config_path, environ())
     except HookError as exc:
         line = " ".join(str(exc).split())
         sys.stderr.write(f"{PROG}: {line}\n")
@@ -331,4 +341,4 @@ def exit_now(status: int) -> "NoReturn":
             stream.flush()
         except (AttributeError, OSError, ValueError):  # None, a closed pipe, a closed file
             pass
-    os._exit(status)
+    posix._exit(status)

@@ -255,13 +255,7 @@ def import_profile(
     argv: list[str], env: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run a real process under ``-X importtime``; its result and every module it imported."""
-    proc = subprocess.run(
-        argv,
-        env={"PATH": os.defpath, "PYTHONPROFILEIMPORTTIME": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     imported = {
         line.rsplit("|", 1)[1].strip()
         for line in proc.stderr.splitlines()
@@ -270,39 +264,103 @@ def import_profile(
     return proc, imported
 
 
-def test_hook_path_imports_nothing_heavy(
+class Installed:
+    """ccsa as a non-editable install lays it out, linked like the admin guide's
+    /opt/cc-slurm-adapter/cc-slurm-adapter -> venv/bin/cc-slurm-adapter.
+
+    ``venv/bin/python`` runs the real interpreter under ``-X importtime`` (``-I`` would ignore
+    PYTHONPROFILEIMPORTTIME) and logs the arguments the launcher gave it, one JSON list a line;
+    ``site-packages/ccsa`` links the checkout's package (what pip would copy there).
+    """
+
+    def __init__(self, root: Path, *, link_dir: str = "opt") -> None:
+        bindir = root / "venv" / "bin"
+        site = root / "venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        (site / "site-packages").mkdir(parents=True)
+        bindir.mkdir(parents=True)
+        (site / "site-packages" / "ccsa").symlink_to(REPO / "ccsa")
+        self.argv_log = root / "python-argv.log"
+        log_argv = "import json,sys; print(json.dumps(sys.argv[1:]))"
+        python = bindir / "python"
+        python.write_text(
+            f'#!/bin/sh\n{sys.executable} -I -S -c {log_argv!r} "$@" >> {self.argv_log}\n'
+            f'exec {sys.executable} -X importtime "$@"\n'
+        )
+        python.chmod(0o755)
+        shutil.copy(REPO / "scripts" / "cc-slurm-adapter", bindir / "cc-slurm-adapter")
+        link = root / link_dir / "cc-slurm-adapter"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(bindir / "cc-slurm-adapter")
+        self.command = str(link)
+        self.script = str(bindir / "cc-slurm-adapter")
+
+    def calls(self) -> list[list[str]]:
+        return [json.loads(line) for line in self.argv_log.read_text().splitlines()]
+
+
+def test_installed_launcher_runs_the_hook_with_I_S(
     tmp_path: Path, unix_listener: tuple[str, Listener]
 ) -> None:
+    """slurmctld's context: python -I -S on the script's real path (through the link, which
+    sits in the venv's parent as the admin guide has it: found without running readlink)."""
     path, listener = unix_listener
-    assert ADAPTER
-    proc, imported = import_profile([ADAPTER, "-config", write_config(tmp_path, path)], SLURM_ENV)
+    installed = Installed(tmp_path, link_dir=".")
+    proc, imported = import_profile(
+        [installed.command, "-config", write_config(tmp_path, path)],
+        {"PATH": os.defpath, **SLURM_ENV},
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "ccsa.hook" in imported  # the profile is real
+    check_payload(listener.message())
+    assert installed.calls() == [
+        ["-I", "-S", installed.script, "-config", f"{tmp_path}/config.json"]
+    ]
+    assert "ccsa.hook" in imported
     for name in HEAVY:
         assert not {m for m in imported if m == name or m.startswith(name + ".")}, name
-    assert listener.message()["SLURM_JOB_ID"] == "4711"
 
 
-# What the hook may import beyond the interpreter's own start (site included). ``_json`` (the C
-# scanner) only for a config file that sets prepSockConnectPath.
+def test_installed_launcher_runs_anything_else_with_site(tmp_path: Path) -> None:
+    """Outside slurmctld (daemon, subcommands) a plain interpreter, found through a link that
+    readlink resolves."""
+    installed = Installed(tmp_path, link_dir="elsewhere")
+    proc = subprocess.run(
+        [installed.command, "version"],
+        env={"PATH": os.defpath},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ccsa ")
+    assert installed.calls() == [[installed.script, "version"]]
+
+
+def test_launcher_started_with_I_S_turns_site_on_for_subcommands(tmp_path: Path) -> None:
+    """A subcommand reached with -I -S (hook context, but not hook arguments) gets site first:
+    the cyclopts App and its dependencies import as in a normal start."""
+    installed = Installed(tmp_path)
+    proc = subprocess.run(
+        [installed.command, "version"],
+        env={"PATH": os.defpath, **SLURM_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ccsa ")
+    assert installed.calls() == [["-I", "-S", installed.script, "version"]]
+
+
+# What the hook may import beyond ``python -I -S -c pass`` (no site: not even os). ``_json`` (the
+# C scanner) only for a config file that sets prepSockConnectPath.
 HOOK_MODULES = {"ccsa", "ccsa.cli", "ccsa.hook", "ccsa.sockaddr", "_socket", "_json"}
 
 
 @pytest.mark.parametrize("sets_path", [True, False])
 def test_hook_path_imports_only_its_own_modules(tmp_path: Path, sets_path: bool) -> None:
-    """No json, socket, re, enum, typing...: each would cost a sizeable share of the start-up
-    that bench_hook measures. Compared with the console script's own interpreter running the
-    wrapper's own imports (pip's older wrapper template does ``import re``, newer ones do not),
-    so whatever site and the installer's wrapper import is not counted against the hook."""
-    assert ADAPTER
-    with open(ADAPTER) as fh:
-        python = fh.readline().removeprefix("#!").strip()
-        wrapper_imports = [
-            line.strip()
-            for line in fh
-            if line.startswith("import ")
-            or (line.startswith("from ") and not line.startswith("from ccsa"))
-        ]
+    """No os, json, socket, re, enum, typing...: each would cost a sizeable share of the
+    start-up that bench_hook measures, measured through the installed launcher."""
+    installed = Installed(tmp_path)
     config = tmp_path / "config.json"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         if sets_path:
@@ -314,16 +372,18 @@ def test_hook_path_imports_only_its_own_modules(tmp_path: Path, sets_path: bool)
             pytest.skip(f"something listens at {hook.DEFAULT_SOCK}: the test would message it")
         else:  # the default socket, where nobody listens: the error path, exit 1
             config.write_text(json.dumps({"ccRestJwt": "x"}))
-        proc, imported = import_profile([ADAPTER, "-config", str(config)], SLURM_ENV)
+        proc, imported = import_profile(
+            [installed.command, "-config", str(config)], {"PATH": os.defpath, **SLURM_ENV}
+        )
     assert proc.returncode == (0 if sets_path else 1), proc.stderr
     if not sets_path:
         assert f"unix:{hook.DEFAULT_SOCK}" in proc.stderr
-    _, baseline = import_profile([python, "-c", "\n".join(wrapper_imports) or "pass"], {})
+    _, baseline = import_profile([sys.executable, "-X", "importtime", "-I", "-S", "-c", "pass"], {})
     extra = imported - baseline
     assert "ccsa.hook" in extra  # the profile is real
     assert extra <= HOOK_MODULES, sorted(extra - HOOK_MODULES)
     assert ("_json" in extra) == sets_path
-    for name in ("json", "socket", "re", "enum", "typing", "dataclasses", "selectors"):
+    for name in ("os", "json", "socket", "re", "enum", "typing", "dataclasses", "selectors"):
         assert name not in extra, name
 
 
