@@ -444,7 +444,13 @@ async def test_a_long_window_is_read_in_committed_sub_windows(
     truth = {j.job_id: j for j in sim.jobs()}
     assert {j: b.start_time for j, b in starts(store).items()} == {j: truth[j].start for j in ids}
     # one squeue per non-empty sub-window, each after its own sacct
-    commands = [c["command"] for c in sim.calls() if c["command"] in ("sacct", "squeue")]
+    # (the poll's own calls: sacct windows and ``squeue --all``, not the lookups by id)
+    commands = [
+        c["command"]
+        for c in sim.calls()
+        if (c["command"] == "sacct" and "--allusers" in c["argv"])  # type: ignore[operator]
+        or (c["command"] == "squeue" and "--all" in c["argv"])  # type: ignore[operator]
+    ]
     assert commands.count("squeue") <= len(windows)
     assert all(commands[i - 1] == "sacct" for i, c in enumerate(commands) if c == "squeue")
     assert commands[0] == "sacct"
@@ -522,7 +528,11 @@ async def test_stale_check_runs_once_per_poll_on_the_last_sub_window(
     job = store.job(key)
     assert job is not None
     assert (job.stale, job.phase) == (True, "started")
-    assert not any("-j" in c["argv"] for c in sim.calls())  # type: ignore[operator]
+    # no phase-2 lookup (``sacct -j``) yet
+    assert not any(
+        c["command"] == "sacct" and "-j" in c["argv"]  # type: ignore[operator]
+        for c in sim.calls()
+    )
     assert (gone, "stop") not in rows_per_job(store)
     sim.advance(60)
     await syncer.tick("c1")  # phase 2: sacct -j says it finished -> stop
@@ -619,3 +629,27 @@ async def test_a_job_waiting_past_the_bound_is_parked_and_redrive_sends_it(
     await syncer.tick("c1")
     assert starts(store)[jid].user == "alice"
     assert jid in stops(store)
+
+
+async def test_a_job_missing_from_squeue_is_asked_for_by_id(tmp_path: Path, store: Store) -> None:
+    """A job that started and ended between two polls is missing from ``squeue --all``: its
+    finished record (cores) comes from slurmctld, asked for that job only, not from a dump of
+    every job slurmctld holds (issue #17 item 7: ``scontrol show job --json`` without ids)."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=300)
+    syncer = make_syncer(sim, store)
+    busy = [sim.submit(JobSpec(user="bob", duration=7200)) for _ in range(3)]
+    sim.advance(10)
+    await syncer.tick("c1")
+    short = sim.submit(JobSpec(user="alice", shape=Shape(cpus_per_node=3), duration=20))
+    sim.advance(50)  # it started and ended between the two polls
+    before = len(sim.calls())
+    await syncer.tick("c1")
+    truth = {j.job_id: j for j in sim.jobs()}
+    assert starts(store)[short].resources == _resources(truth[short])
+    asked = [[str(a) for a in c["argv"]] for c in sim.calls()[before:]]  # type: ignore[attr-defined]
+    slurmctld = [a for a in asked if "--json" in a and ("show" in a or "-t" in a)]
+    assert slurmctld, asked
+    for argv in slurmctld:  # each names the one job it needs
+        ids = argv[argv.index("-j") + 1] if "-j" in argv else argv[argv.index("job") + 1]
+        assert ids == str(short), argv
+    assert set(busy) <= set(starts(store))

@@ -10,9 +10,11 @@ can still come from two places, best first:
   was still fetching metadata (or whose daemon was killed before it committed), saw it running
   with its GPUs (both found by the soak). The record is stored durably the moment an answer is
   decoded, only for jobs not started in cc-backend yet, and only for `MEMORY_SECONDS`.
-* slurmctld's record of the finished job (`LiveRecords.recent`): ``scontrol show job --json``
+* slurmctld's record of the finished job (`LiveRecords.recent`): ``squeue -j IDS -t all``
   still lists jobs that ended less than MinJobAge ago, with their cores (not their GPU
-  indices: ``gres_detail`` is emptied when a job ends).
+  indices: ``gres_detail`` is emptied when a job ends), and prints only the jobs asked for
+  (``scontrol show job --json`` without an id would print every job slurmctld holds, and
+  takes one id per call otherwise).
 
 Either is used only for the run sacct describes (same start time): a requeued job's current run
 is not its earlier one.
@@ -99,10 +101,10 @@ class LiveRecords:
         self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
     ) -> dict[int, QueueJob]:
         """slurmctld's records of ``ids``, which are missing from squeue's default view (one
-        ``scontrol show job --json``). Failures are logged; the jobs then go out with host
-        names, as before."""
+        ``squeue -j IDS -t all``). Failures are logged; the jobs then go out with host names,
+        as before."""
         try:
-            found = await self.slurm.scontrol_jobs_json(cluster, ids)
+            found = await self.slurm.squeue_jobs(cluster, ids, all_states=True)
         except SlurmError as exc:
             log.warning("%s: no slurmctld record for %d jobs: %s", cluster, len(ids), exc)
             return {}

@@ -140,7 +140,7 @@ class Decision:
     #: ids that need slurmctld's record (new starts, or queued starts still without their
     #: resources) but are missing from the live queue: typically jobs that ended between two
     #: polls or while slurmdbd was down. slurmctld keeps finished jobs for MinJobAge
-    #: (``scontrol show job --json``, ``squeue -t all``); pass them back to `decide` as `recent`.
+    #: (``squeue -j IDS -t all``); pass them back to `decide` as `recent`.
     unseen: list[int] = field(default_factory=list)
 
     def metadata_ids(self) -> list[int]:

@@ -172,12 +172,21 @@ class Slurm:
         args = ["--noheader", "--cluster", cluster, "--all", "--json"]
         return await self._jobs("squeue", args, squeue.decode_file)
 
-    async def squeue_jobs(self, cluster: str, ids: Sequence[int]) -> list[QueueJob]:
-        """squeue records of ``ids`` still pending/running (unknown ids are simply absent)."""
+    async def squeue_jobs(
+        self, cluster: str, ids: Sequence[int], *, all_states: bool = False
+    ) -> list[QueueJob]:
+        """squeue records of ``ids`` still pending/running (unknown ids are simply absent).
+
+        ``all_states``: ``-t all``, also the jobs that ended less than MinJobAge ago (squeue's
+        default state filter hides them; slurmctld still holds them, cores included). Unlike
+        ``scontrol show job --json`` without an id, only the asked jobs are printed.
+        """
         chunks = self._chunks(ids)
+        states = ["-t", "all"] if all_states else []
 
         async def one(chunk: list[int]) -> list[QueueJob]:
-            args = ["--noheader", "--cluster", cluster, "-j", ",".join(map(str, chunk)), "--json"]
+            args = ["--noheader", "--cluster", cluster, "-j", ",".join(map(str, chunk))]
+            args += [*states, "--json"]
             try:
                 doc = await self._jobs("squeue", args, squeue.decode_file)
             except SlurmCommandError as exc:
