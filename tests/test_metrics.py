@@ -107,7 +107,10 @@ def test_exposition_of_a_snapshot() -> None:
             "rejections": {"400": 3, "403": 1},
             "sync_failures": {"b": 4},
         },
-        "clusters": {"a": {"watermark": 1234.5, "last_sync": 1300.0}, "b": {"watermark": None}},
+        "clusters": {
+            "a": {"watermark": 1234.5, "last_sync": 1300.0, "waiting": 3},
+            "b": {"watermark": None},
+        },
         "slurm_commands": {
             "commands": {
                 "squeue": {
@@ -128,6 +131,8 @@ def test_exposition_of_a_snapshot() -> None:
     assert got[("ccsa_sync_failures_total", (("cluster", "b"),))] == 4
     assert got[("ccsa_watermark_seconds", (("cluster", "a"),))] == 1234.5
     assert ("ccsa_watermark_seconds", (("cluster", "b"),)) not in got
+    assert got[("ccsa_jobs_waiting", (("cluster", "a"),))] == 3
+    assert got[("ccsa_jobs_waiting", (("cluster", "b"),))] == 0
     assert got[("ccsa_slurm_command_seconds_count", (("command", "squeue"),))] == 4
     assert got[("ccsa_slurm_command_timeouts_total", (("command", "squeue"),))] == 1
     assert got[("ccsa_slurm_limiter_in_use", ())] == 4
