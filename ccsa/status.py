@@ -116,6 +116,16 @@ def _cluster_row(name: str, info: ClusterStatus, now: float) -> tuple[str, ...]:
     return (name, _when(info.watermark, now), _when(info.last_sync, now), error, waiting)
 
 
+def _lag_row(name: str, info: ClusterStatus, now: float) -> tuple[str, ...]:
+    off = info.slurm_clock_offset
+    clock = "-" if off is None else ("in step" if off == 0 else f"{off:+.0f} s")
+    queue = "-" if info.dbd_queue is None else str(info.dbd_queue)
+    held = "-"
+    if info.held_for_job is not None:
+        held = f"job {info.held_for_job} (started {_when(info.held_at, now)})"
+    return (name, clock, queue, held)
+
+
 def _parked_row(p: ParkedEntry, now: float) -> tuple[str, ...]:
     status = str(p.status) if p.status is not None else "-"
     return (str(p.id), p.cluster, str(p.job_id), p.kind, status, p.reason,
@@ -211,6 +221,16 @@ def sections(snap: StatusSnapshot, now: float) -> list[Section]:
         ),
     ]
     out += _waiting_sections(snap, now)
+    lag = [(n, i) for n, i in sorted(snap.clusters.items()) if i.slurm_clock_offset is not None
+           or i.held_for_job is not None]  # fmt: skip
+    if lag:
+        out.append(
+            Section(
+                "Slurm clock and slurmdbd (sdiag; the watermark waits for jobs sacct lacks)",
+                ("cluster", "slurmctld clock", "DBD agent queue", "watermark waits for"),
+                [_lag_row(name, info, now) for name, info in lag],
+            )
+        )
     if snap.parked_latest:
         out.append(
             Section(

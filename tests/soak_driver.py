@@ -101,7 +101,10 @@ ISSUE17_FAULTS = frozenset(
 #: Issue 18's: requeued, preempted and powered-up jobs in the job mix, and a slurmdbd lag
 #: longer than the query overlap.
 LIFECYCLES: dict[str, float] = {"requeue": 3, "preempt": 3, "power_up": 3}
-ISSUE18_FAULTS = frozenset({*LIFECYCLES, "dbd_lag"})
+#: ``requeue_cancel``: every third requeued job is cancelled while it pends again (test bed job
+#: 35); then only plain sacct's CANCELLED record (never started) and ``sacct --duplicates``'s
+#: REQUEUED record show that it ran.
+ISSUE18_FAULTS = frozenset({*LIFECYCLES, "requeue_cancel", "dbd_lag"})
 ALL_FAULTS = BASE_FAULTS | ISSUE17_FAULTS | ISSUE18_FAULTS
 #: how many sacct answers get one corrupt record (spread evenly over the arrivals)
 CORRUPT_ANSWERS = 6
@@ -582,7 +585,12 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
         mix={**DEMO_MIX, **{k: w for k, w in LIFECYCLES.items() if k in plan.faults}},
         max_duration=100.0,
     )
-    specs = _compress(specs, sim.now + lead + plan.arrival_span, plan.job_run)
+    specs = _compress(
+        specs,
+        sim.now + lead + plan.arrival_span,
+        plan.job_run,
+        cancel_requeued="requeue_cancel" in plan.faults,
+    )
     await trio.to_thread.run_sync(sim.submit_many, specs)
     pci = gpu_pci_map(spec)
     backend = Backend({CLUSTER: minimal(CLUSTER)})
@@ -674,7 +682,9 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
     )
 
 
-def _compress(specs: Sequence[JobSpec], last_arrival: float, run: float) -> list[JobSpec]:
+def _compress(
+    specs: Sequence[JobSpec], last_arrival: float, run: float, *, cancel_requeued: bool = False
+) -> list[JobSpec]:
     """Jobs of `run` s plus up to 25 %; a TIMEOUT job runs to its time limit, so it gets the
     shortest one Slurm has (1 min), and only early in the run (late ones complete)."""
     out: list[JobSpec] = []
@@ -687,7 +697,9 @@ def _compress(specs: Sequence[JobSpec], last_arrival: float, run: float) -> list
             requeue_after=None if js.requeue_after is None else max(4.0, js.requeue_after * 0.08),
             # every third requeued job is cancelled while it pends again (test bed job 35)
             cancel_requeued_after=2.0
-            if js.requeue_after is not None and int(js.name.rsplit("-", 1)[-1]) % 3 == 0
+            if cancel_requeued
+            and js.requeue_after is not None
+            and int(js.name.rsplit("-", 1)[-1]) % 3 == 0
             else None,
             preempt_after=None if js.preempt_after is None else max(4.0, js.preempt_after * 0.08),
             boot_delay=max(5.0, js.boot_delay * 0.05) if js.boot_delay else 0.0,

@@ -35,7 +35,7 @@ from tests.soak_driver import (
 #: The fault kinds the soaks inject: issue 8's, and of issue 17's and 18's those whose fix is on
 #: main and that a soak has passed with (a kind goes in when its fix lands, so the short soak in
 #: CI stays green at every landing).
-ENABLED = BASE_FAULTS
+ENABLED = BASE_FAULTS | {"requeue", "preempt", "corrupt_record", "nats_outage", "empty_user"}
 #: not yet enabled: waiting for their fixes (see each engineer's issue item)
 WAITING = (ISSUE17_FAULTS | ISSUE18_FAULTS) - ENABLED
 
@@ -156,8 +156,9 @@ def test_schedule_of_issue_17_and_18_faults() -> None:
     plan = SoakPlan(jobs=1000, rate_per_min=450.0, kills=3, faults=ALL_FAULTS)
     faults = fault_schedule(plan)
     kinds = {f.kind for f in faults}
-    # requeue, preempt and power_up are in the job mix; state_db_loss is a kill's argument
-    assert kinds == ALL_FAULTS - {"requeue", "preempt", "power_up", "state_db_loss"}
+    # lifecycles are in the job mix; state_db_loss is a kill's argument
+    assert kinds == ALL_FAULTS - {"requeue", "requeue_cancel", "preempt", "power_up",
+                                  "state_db_loss"}  # fmt: skip
     assert [f.arg for f in faults if f.kind == "kill"].count("state_db_loss") == 1
     assert sum(f.kind == "corrupt_record" for f in faults) > 1
     lag = next(f for f in faults if f.kind == "dbd_lag")

@@ -183,3 +183,24 @@ def test_sections_show_errors_and_parked() -> None:
     render(sections(msgspec.convert(snap, StatusSnapshot), now), rich_out, rich=True)
     assert "Problem" in rich_out.getvalue()
     assert "│ starts_delivered │ 12" in rich_out.getvalue()
+
+
+def test_sections_show_slurm_clock_and_dbd_lag() -> None:
+    """Issue 18 items 3-4: slurmctld's clock offset, sdiag's DBD agent queue and the job the
+    watermark waits for."""
+    now = 1_000_000.0
+    snap = {
+        "clusters": {
+            "a": {"watermark": now - 400, "slurm_clock_offset": -300.0, "dbd_queue": 42,
+                  "held_for_job": 77, "held_at": now - 400},
+            "b": {"watermark": now - 5, "slurm_clock_offset": 0.0, "dbd_queue": 0},
+            "c": {"watermark": now - 5},
+        },
+    }  # fmt: skip
+    out = io.StringIO()
+    render(sections(msgspec.convert(snap, StatusSnapshot), now), out, rich=False)
+    text = out.getvalue()
+    assert "Slurm clock and slurmdbd" in text
+    assert re.search(r"^  a +-300 s +42 +job 77 \(started .* \(6 min ago\)\)$", text, re.M), text
+    assert re.search(r"^  b +in step +0 +-$", text, re.M), text
+    assert not re.search(r"^  c +(in step|-\d)", text, re.M)

@@ -32,6 +32,7 @@ class ClusterStatus(msgspec.Struct, kw_only=True):
     ``waiting``: jobs not sent yet for a reason that may pass (an empty user name, a node list
     that does not expand), looked up again on every poll; ``waiting_since``: when the oldest
     of them began to wait (each is parked for ``redrive`` after ``plan.WAIT_LIMIT``).
+    ``slurm_clock_offset``/``dbd_queue``/``held_*``: `ccsa.daemon.dbdlag` (issue 18).
     """
 
     watermark: float | None = None
@@ -40,6 +41,13 @@ class ClusterStatus(msgspec.Struct, kw_only=True):
     last_error_at: float | None = None
     waiting: int = 0
     waiting_since: float | None = None
+    #: slurmctld's clock minus this host's, seconds (``sdiag``; None: not measured)
+    slurm_clock_offset: float | None = None
+    #: messages slurmctld holds for slurmdbd (``sdiag``'s DBD Agent queue size)
+    dbd_queue: int | None = None
+    #: the watermark waits behind the start of this job, which sacct does not have yet
+    held_for_job: int | None = None
+    held_at: float | None = None
 
 
 class ParkedEntry(msgspec.Struct, kw_only=True):

@@ -133,6 +133,7 @@ class Daemon:
                 if w
                 else ClusterStatus(waiting=count, waiting_since=since)
             )
+            self.syncer.lag.report(name, clusters[name])
         parked = [
             ParkedEntry(
                 id=p.row.id,

@@ -29,6 +29,7 @@ from ccsa import convert
 from ccsa.ccbackend.models import NodeStateRequest
 from ccsa.convert import ConvertOptions
 from ccsa.daemon import plan
+from ccsa.daemon.dbdlag import LagWatch
 from ccsa.daemon.live import LiveRecords
 from ccsa.daemon.metadata import MetadataSource
 from ccsa.daemon.plan import NO_METADATA, JobKey, KnownJob, Metadata, of_cluster
@@ -115,18 +116,21 @@ class Syncer:
     scripts: ScriptSource = field(init=False)
     metadata: MetadataSource = field(init=False)
     live: LiveRecords = field(init=False)
+    #: slurmctld's clock offset, slurmdbd's queue and lag per cluster (`dbdlag`, issue 18)
+    lag: LagWatch = field(init=False)
 
     def __post_init__(self) -> None:
         self.scripts = ScriptSource(self.slurm, self.store)
         self.metadata = MetadataSource(self.slurm, self.scripts)
         self.live = LiveRecords(self.slurm, self.store, self.now)
+        self.lag = LagWatch(self.slurm, self.now, self.overlap)
 
     # --- the poll -------------------------------------------------------------------------
 
     def window(self, cluster: str) -> tuple[float, float, float]:
         """(start, end, seconds skipped by the slurmQueryMaxSpan cap) of the next poll."""
         return poll_window(
-            self.now(),
+            self.now() + self.lag.clock.offset(cluster),  # Slurm's "now" (issue 18 item 4)
             self.store.watermark(cluster),
             overlap=self.overlap,
             max_span=self.max_span,
@@ -140,6 +144,7 @@ class Syncer:
         read, so a failure part-way keeps what was done and the next poll resumes at the last
         committed sub-window. Raises SlurmError (the watermark then stays at that point).
         """
+        await self.lag.read_clock(cluster)
         begin, end, skipped = self.window(cluster)
         if skipped > 0:
             log.warning(
@@ -210,7 +215,8 @@ class Syncer:
         self.live.remember(cluster, queue_jobs, known)
         decision = await self.decide(cluster, accts, queue, known, full_queue=last)
         actions = await self.build(cluster, decision)
-        applied = self.apply(cluster, actions, watermark=end)
+        mark = self.lag.hold(cluster, end, accts, queue_jobs, known) if last else end
+        applied = self.apply(cluster, actions, watermark=mark)
         if not last:
             log.info(
                 "%s: sub-window %s..%s UTC: %d jobs seen, %d starts and %d stops queued",

@@ -1,0 +1,119 @@
+"""Issue 18 items 3 and 4: a slurmdbd that lags behind slurmctld and a slurmctld clock that runs
+behind the daemon's never lose a job.
+
+Real subprocesses (the simulated Slurm's sacct, squeue and sdiag), the real Syncer and Store;
+the simulated clock moves, the daemon's wall clock is injected (``host_now``). What the real
+Slurm does is in docs/real-slurm.md ("slurmdbd stopped while short jobs start and end") and
+docs/simulator.md ("Lifecycles").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from ccsa import convert
+from ccsa.ccbackend.models import StartJob, StopJob
+from ccsa.daemon.store import Store
+from ccsa.daemon.sync import Syncer
+from ccsa.sim.slurm import JobSpec, SimCluster
+from ccsa.slurm.commands import Slurm
+from ccsa.slurm.runner import SlurmRunner
+
+T0 = 1_700_000_000.0
+OVERLAP = 60.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "state.sqlite3")
+    yield s
+    s.close()
+
+
+def syncer(sim: SimCluster, store: Store) -> Syncer:
+    slurm = Slurm(SlurmRunner(str(sim.bin_dir), max_concurrent=4, timeout=30))
+    return Syncer(
+        slurm,
+        store,
+        convert.ConvertOptions(),
+        now=lambda: sim.host_now,  # the daemon's clock (Slurm's may be skewed)
+        rest=True,
+        nats=False,
+        overlap=OVERLAP,
+        max_span=7 * 86400,
+        initial_start=lambda: T0,
+    )
+
+
+def queued(store: Store) -> tuple[dict[int, StartJob], dict[int, StopJob]]:
+    starts: dict[int, StartJob] = {}
+    stops: dict[int, StopJob] = {}
+    for r in store.outbox_rows():
+        if r.kind == "start":
+            starts[r.key.job_id] = msgspec.json.decode(r.body, type=StartJob)
+        else:
+            stops[r.key.job_id] = msgspec.json.decode(r.body, type=StopJob)
+    return starts, stops
+
+
+async def test_job_inside_a_dbd_lag_longer_than_the_overlap_is_delivered(
+    tmp_path: Path, store: Store
+) -> None:
+    """slurmdbd gets slurmctld's messages 300 s late for a while (5x the overlap); a 10-s job
+    starts and ends between two of sacct's (lagging) views, 30 s apart. squeue shows it; sacct
+    first shows it ended, by when every window that held it has passed. Before the fix: never
+    queued. After: the watermark waits behind its start (shown in ``lag.holds``), and its start
+    and stop are queued once sacct has it."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=300)
+    short, long_ = sim.submit_many(
+        [
+            JobSpec(user="alice", submit=T0 + 100, duration=10),
+            JobSpec(user="bob", submit=T0 + 100, duration=3000),
+        ]
+    )
+    sim.set_fault("dbd_lag", seconds=300, start=T0 + 50, end=T0 + 200)
+    sync = syncer(sim, store)
+    held_seen = []
+    for t in range(60, 1000, 30):
+        sim.set_now(T0 + t)
+        await sync.tick("c1")
+        hold = sync.lag.holds.get("c1")
+        if hold is not None:
+            held_seen.append((t, hold.job_id, hold.start))
+    starts, stops = queued(store)
+    truth = {j.job_id: j for j in sim.jobs()}
+    assert set(starts) == {short, long_}
+    assert starts[short].start_time == truth[short].start
+    assert stops[short].stop_time == truth[short].end
+    assert stops[short].job_state == "completed"
+    assert held_seen  # the watermark waited, and status could say for which job
+    assert {job for _, job, _ in held_seen} <= {short, long_}
+    assert sync.lag.holds.get("c1") is None  # nothing held once slurmdbd caught up
+    assert sync.lag.clock.queue["c1"] == 0
+
+
+async def test_slurm_clock_behind_by_more_than_the_overlap(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """slurmctld's host runs 300 s behind the daemon's (5x the overlap) and finished jobs leave
+    squeue after 30 s. A 20-s job runs between two polls in Slurm's time. Before the fix the
+    second window starts after its end (the daemon's "now" minus the overlap): lost. After: the
+    window ends at Slurm's time (``sdiag``'s request time) and a warning names the offset."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
+    sim.set_skew(-300.0)
+    (jid,) = sim.submit_many([JobSpec(user="alice", submit=T0 + 710, duration=20)])
+    sync = syncer(sim, store)
+    caplog.set_level(logging.WARNING, logger="ccsa.daemon")
+    for host in (T0 + 1000, T0 + 1120, T0 + 1240):  # Slurm: T0+700, T0+820, T0+940
+        sim.set_now(host)
+        await sync.tick("c1")
+    starts, stops = queued(store)
+    assert jid in starts
+    assert stops[jid].stop_time == int(T0 + 730)
+    assert "runs 300 s behind this host's" in caplog.text
+    assert sync.lag.clock.offset("c1") == -300.0
