@@ -582,7 +582,8 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
         n_jobs=plan.jobs,
         start=sim.now + lead,
         rate_per_min=plan.rate_per_min,
-        mix={**DEMO_MIX, **{k: w for k, w in LIFECYCLES.items() if k in plan.faults}},
+        mix={k: w for k, w in DEMO_MIX.items() if k not in LIFECYCLES}
+        | {k: w for k, w in LIFECYCLES.items() if k in plan.faults},
         max_duration=100.0,
     )
     specs = _compress(

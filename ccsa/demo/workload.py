@@ -30,6 +30,10 @@ DEMO_MIX: dict[str, float] = {
     "exclusive": 4,
     "user_shared": 3,
     "cancel_pending": 3,
+    # issue 18: run, end as REQUEUED / PREEMPTED, run again (cc-backend keeps the first run and
+    # refuses the second with 422 within 86,400 s; the verdict counts that as refused)
+    "requeue": 2,
+    "preempt": 2,
 }
 POLL_INTERVAL = 5.0
 QUERY_DELAY = 1.0
@@ -61,11 +65,14 @@ def shape_workload(specs: Sequence[JobSpec], scale: float) -> list[JobSpec]:
     out = []
     for js in specs:
         cancel = js.cancel_pending_after
+        requeue, preempt = js.requeue_after, js.preempt_after
         out.append(
             msgspec.structs.replace(
                 js,
                 duration=MIN_RUN + max(0.0, js.duration - 30.0) * scale,
                 cancel_pending_after=None if cancel is None else max(2.0, cancel * scale),
+                requeue_after=None if requeue is None else max(2.0, requeue * scale),
+                preempt_after=None if preempt is None else max(2.0, preempt * scale),
             )
         )
     return out

@@ -173,7 +173,11 @@ def verify(
         expected = started
     else:
         expected = [j for j in started if j.end is not None and j.end <= cutoff]
-        running = [j for j in started if j.end is None and (j.start or 0) <= cutoff]
+        # (a job pending again after a requeue is neither: its earlier run has ended, the
+        # next has not begun)
+        running = [
+            j for j in started if j.start is not None and j.end is None and j.start <= cutoff
+        ]
         v.running_at_cutoff = len(running)
         for j in running:
             found = stored.get((j.cluster, j.job_id), [])
