@@ -147,15 +147,35 @@ class SnapshotCollector(Collector):
             "Jobs not sent yet for a reason that may pass (looked up every poll), by cluster.",
             labels=["cluster"],
         )
+        # issue 18: slurmctld's clock, slurmdbd's queue, the start the watermark waits behind
+        offset = GaugeMetricFamily(
+            "ccsa_slurm_clock_offset_seconds",
+            "slurmctld's clock minus this host's (sdiag), by cluster.",
+            labels=["cluster"],
+        )
+        dbd = GaugeMetricFamily(
+            "ccsa_dbd_agent_queue",
+            "Messages slurmctld holds for slurmdbd (sdiag's DBD Agent queue size), by cluster.",
+            labels=["cluster"],
+        )
+        held = GaugeMetricFamily(
+            "ccsa_watermark_held_at_seconds",
+            "Start (epoch s) of the job sacct lacks that the watermark waits behind, by cluster.",
+            labels=["cluster"],
+        )
         for name, info in sorted(clusters.items()):
             if info.watermark is not None:
                 mark.add_metric([name], info.watermark)
             if info.last_sync is not None:
                 last.add_metric([name], info.last_sync)
             waiting.add_metric([name], info.waiting)
-        yield mark
-        yield last
-        yield waiting
+            if info.slurm_clock_offset is not None:
+                offset.add_metric([name], info.slurm_clock_offset)
+            if info.dbd_queue is not None:
+                dbd.add_metric([name], info.dbd_queue)
+            if info.held_at is not None:
+                held.add_metric([name], info.held_at)
+        yield from (mark, last, waiting, offset, dbd, held)
 
     @staticmethod
     def _slurm(slurm: SlurmStats) -> Iterator[Metric]:

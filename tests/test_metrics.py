@@ -108,7 +108,14 @@ def test_exposition_of_a_snapshot() -> None:
             "sync_failures": {"b": 4},
         },
         "clusters": {
-            "a": {"watermark": 1234.5, "last_sync": 1300.0, "waiting": 3},
+            "a": {
+                "watermark": 1234.5,
+                "last_sync": 1300.0,
+                "waiting": 3,
+                "slurm_clock_offset": -300.0,
+                "dbd_queue": 12,
+                "held_at": 1200.0,
+            },
             "b": {"watermark": None},
         },
         "slurm_commands": {
@@ -133,6 +140,10 @@ def test_exposition_of_a_snapshot() -> None:
     assert ("ccsa_watermark_seconds", (("cluster", "b"),)) not in got
     assert got[("ccsa_jobs_waiting", (("cluster", "a"),))] == 3
     assert got[("ccsa_jobs_waiting", (("cluster", "b"),))] == 0
+    assert got[("ccsa_slurm_clock_offset_seconds", (("cluster", "a"),))] == -300.0
+    assert got[("ccsa_dbd_agent_queue", (("cluster", "a"),))] == 12
+    assert got[("ccsa_watermark_held_at_seconds", (("cluster", "a"),))] == 1200.0
+    assert ("ccsa_dbd_agent_queue", (("cluster", "b"),)) not in got  # not measured
     assert got[("ccsa_slurm_command_seconds_count", (("command", "squeue"),))] == 4
     assert got[("ccsa_slurm_command_timeouts_total", (("command", "squeue"),))] == 1
     assert got[("ccsa_slurm_limiter_in_use", ())] == 4
