@@ -139,11 +139,12 @@ def _command_row(cmd: str, st: CommandStats) -> tuple[str, ...]:
 
 
 def _counter_rows(counters: Counters) -> list[tuple[str, ...]]:
-    """Non-zero counters; labelled ones always."""
+    """Non-zero counters; a labelled one without labels (no rejection yet) is a zero too."""
     rows: list[tuple[str, ...]] = []
     for key, value in counters.items():
         if isinstance(value, dict):
-            rows.append((key, ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"))
+            if value:
+                rows.append((key, ", ".join(f"{k}: {v}" for k, v in value.items())))
         elif value:
             rows.append((key, str(value)))
     return rows

@@ -419,3 +419,49 @@ async def test_file_modes_config_and_socket(
         assert backend.token not in text
     finally:
         server.close()
+
+
+async def test_gpu_map_is_skipped_when_slurm_cannot_be_reached(tmp_path: Path) -> None:
+    """Issue 20 item 7: no Slurm answer means nothing is known about GPU nodes; "OK ... no GPU
+    nodes" claimed a check that never ran."""
+    (tmp_path / "empty").mkdir()
+    cfg = make_config(
+        slurm_bin_dir=str(tmp_path / "empty"),  # no Slurm command in it
+        cc_rest_url="http://127.0.0.1:9",
+        prep_sock_connect_path=str(tmp_path / "d.sock"),
+    )
+    findings = await run_checks(cfg, slurm_group=ROOT_GROUP, nats_timeout=1.0)
+    out = io.StringIO()
+    render(findings, out, rich=False)
+    (gpu,) = [f for f in findings if f.check == "gpuPciAddrs"]
+    assert gpu.level == "skip", out.getvalue()
+    assert "SKIP  gpuPciAddrs: not checked" in out.getvalue()
+    assert "OK    gpuPciAddrs" not in out.getvalue()
+
+
+async def test_config_warning_with_its_own_fix_gets_no_generic_one(
+    tmp_path: Path, sim: SimCluster, backend: Backend_, sock_dir: Path
+) -> None:
+    """A config warning that says its fix (``...; fix: chmod 0600 FILE``) shows that fix, not a
+    second "edit the config file"; one without its own fix keeps the generic one."""
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "ccRestUrl": backend.standin.url,
+                "ccRestJwt": backend.token,
+                "slurmBinDir": str(sim.bin_dir),
+                "prepSockListenPath": str(sock_dir / "daemon.sock"),
+                "slurmPolInterval": 5,
+            }
+        )
+    )
+    path.chmod(0o644)
+    findings, text = await check(load(str(path)))
+    warned = {f.detail: f.fix for f in findings if f.check == "config" and f.level == "warn"}
+    (mode,) = [d for d in warned if "accessible by all users" in d]
+    assert warned[mode] == f"chmod 0600 {path}"
+    assert "fix:" not in mode
+    (unknown,) = [d for d in warned if "slurmPolInterval" in d]
+    assert warned[unknown] == "edit the config file"
+    assert text.count("fix: edit the config file") == 1, text

@@ -4,12 +4,14 @@ verified summary, exits 0 and leaves no process and no temporary directory behin
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,14 +77,13 @@ def test_demo_runs_to_the_end_and_verifies_every_finished_job() -> None:
     _assert_nothing_left(work)
 
 
-def test_demo_stops_on_sigint_and_still_checks() -> None:
+def _interrupt_demo(finished: Callable[[int], bool]) -> tuple[str, str, int]:
+    """Run a 90 s REST-only demo, send SIGINT after the first live line whose Slurm "finished"
+    count satisfies ``finished``; (stdout, stderr, exit status)."""
     proc = subprocess.Popen(
         [*DEMO, "--duration", "90", "--jobs-per-minute", "60", "--seed", "5", "--no-nats"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -93,7 +94,7 @@ def test_demo_stops_on_sigint_and_still_checks() -> None:
                 break
             lines.append(line)
             m = re.search(r"running\] Slurm: .* (\d+) finished \|", line)
-            if m and int(m.group(1)) >= 1:
+            if m and finished(int(m.group(1))):
                 break
         assert any("finished |" in x for x in lines), "".join(lines)
         proc.send_signal(signal.SIGINT)
@@ -102,8 +103,12 @@ def test_demo_stops_on_sigint_and_still_checks() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out = "".join(lines) + rest
-    assert proc.returncode == 0, out + err
+    return "".join(lines) + rest, err, proc.returncode
+
+
+def test_demo_stops_on_sigint_and_still_checks() -> None:
+    out, err, status = _interrupt_demo(lambda finished: finished >= 1)
+    assert status == 0, out + err
     assert "interrupted" in out
     assert "demo OK" in out
     assert "jobs via NATS" not in out  # --no-nats
@@ -155,3 +160,32 @@ def test_gpu_pci_map_covers_every_gpu_of_each_group() -> None:
 def _no_tty_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     monkeypatch.setenv("COLUMNS", os.environ.get("COLUMNS", "200"))
+
+
+def test_live_view_keeps_gpu_names_in_brackets() -> None:
+    """Issue 20 item 7: rich read ``dgpu002[h100:0,1]`` as markup and printed ``dgpu002``."""
+    from rich.console import Console
+
+    from ccsa.demo.view import Snapshot, rich_view
+
+    snap = Snapshot(elapsed=10, duration=60, phase="running")
+    snap.latest.append(("7", "alice", "gpu", "RUNNING", "running", "dgpu002", "dgpu002[h100:0,1]"))
+    snap.errors.append("cc-backend 400 start job 7: [bad] request")
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(rich_view(snap))
+    assert "dgpu002[h100:0,1]" in out.getvalue()
+    assert "[bad] request" in out.getvalue()
+
+
+def test_demo_interrupted_before_any_job_finished_says_so() -> None:
+    """Issue 20 item 7: Ctrl-C before the first job ended printed "demo FAILED: no job
+    finished", contradicting a run the user stopped; it says it was interrupted, with the counts
+    so far, and exits 130 (nothing to verify yet). The first live line comes before any job
+    can end (the shortest runs 8 s)."""
+    out, err, status = _interrupt_demo(lambda finished: finished == 0)
+    assert status == 130, out + err
+    assert "no job finished" not in out
+    assert "FAILED" not in out
+    assert re.search(r"demo interrupted before any job finished: \d+ submitted", out), out
+    assert "Traceback" not in err
+    _assert_nothing_left(_work_dir(out))

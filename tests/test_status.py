@@ -204,3 +204,20 @@ def test_sections_show_slurm_clock_and_dbd_lag() -> None:
     assert re.search(r"^  a +-300 s +42 +job 77 \(started .* \(6 min ago\)\)$", text, re.M), text
     assert re.search(r"^  b +in step +0 +-$", text, re.M), text
     assert not re.search(r"^  c +(in step|-\d)", text, re.M)
+
+
+def test_zero_counters_are_left_out_labelled_ones_too() -> None:
+    """Issue 20 item 7: the title says "(zeros left out)", so an empty labelled counter (no
+    rejection, no failed poll) is left out like a zero instead of printed as ``-``."""
+    snap = StatusSnapshot(
+        counters={"starts_delivered": 3, "stops_delivered": 0, "rejections": {},
+                  "sync_failures": {"c1": 2}}
+    )  # fmt: skip
+    out = io.StringIO()
+    render(sections(snap, 1_000_000.0), out, rich=False)
+    text = out.getvalue()
+    assert "counters since start (zeros left out)" in text
+    assert "rejections" not in text
+    assert "stops_delivered" not in text
+    assert "  sync_failures     c1: 2\n" in text
+    assert "  starts_delivered  3\n" in text

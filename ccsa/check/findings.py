@@ -12,7 +12,8 @@ from typing import Literal, TextIO
 
 __all__ = ["Finding", "Level", "exit_status", "render"]
 
-Level = Literal["ok", "warn", "fail", "info"]
+#: ``skip``: the check could not run because something it needs failed (reported in its own row).
+Level = Literal["ok", "warn", "fail", "info", "skip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +31,8 @@ def exit_status(findings: Iterable[Finding]) -> int:
     return 1 if any(f.level == "fail" for f in findings) else 0
 
 
-_MARK = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "info": "INFO"}
-_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "cyan"}
+_MARK = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "info": "INFO", "skip": "SKIP"}
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "cyan", "skip": "dim"}
 
 
 def render(findings: Sequence[Finding], out: TextIO, *, rich: bool | None = None) -> None:

@@ -65,7 +65,9 @@ RowProducer = Callable[[CheckContext], Awaitable[list[Finding]]]
 async def config_rows(ctx: CheckContext) -> list[Finding]:
     """The config loaded (else check would not run); its warnings."""
     rows = [Finding("config", "ok", f"{ctx.cfg.config_path} is valid")]
-    rows += [Finding("config", "warn", text, "edit the config file") for text in ctx.cfg.warnings]
+    for text in ctx.cfg.warnings:
+        detail, own, fix = text.partition("; fix: ")  # a warning may say its own fix
+        rows.append(Finding("config", "warn", detail, fix if own else "edit the config file"))
     return rows
 
 
@@ -251,8 +253,9 @@ def _json_object(path: str) -> dict[str, object] | None:
 async def gpu_rows(ctx: CheckContext) -> list[Finding]:
     """``gpuPciAddrs`` against the GPU nodes sinfo reported."""
     maps = [(m.source, len(m.addrs)) for m in ctx.cfg.gpu_pci_addrs]
-    if not ctx.sinfo and maps:
-        return [Finding("gpuPciAddrs", "warn", "not checked: sinfo failed", "")]
+    if not ctx.sinfo:  # nothing is known about GPU nodes: neither OK nor a finding of its own
+        why = "sinfo failed" if ctx.slurm_reached else "Slurm could not be reached"
+        return [Finding("gpuPciAddrs", "skip", f"not checked: {why} (see above)")]
     return gpu_regex_findings(maps, gpu_nodes(ctx.sinfo))
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ccsa.daemon.snapshot import StatusSnapshot
+from ccsa.demo.summary import summary
 from ccsa.demo.view import Snapshot, plain_line, rich_view, snapshot_of
 from ccsa.demo.workload import (
     CLUSTER,
@@ -386,52 +387,14 @@ class Demo:
     def _summary(
         self, verdict: Verdict | None, sim: SimCluster, backend: Backend, cutoff: float
     ) -> int:
-        out = self.out
-        out("")
-        out("=== summary ===")
-        truth = sim.jobs()
-        states: dict[str, int] = {}
-        for j in truth:
-            if j.end is not None and j.end <= cutoff:
-                states[j.state] = states.get(j.state, 0) + 1
-        out(
-            f"Slurm: {sum(j.submit <= cutoff for j in truth)} job records submitted; finished by "
-            f"the end: {', '.join(f'{k} {v}' for k, v in sorted(states.items())) or 'none'}"
+        hooks = (self.hook_count, self.hook_failures)
+        interrupted = self.stop_early.is_set()
+        lines, status = summary(
+            verdict, sim.jobs(), backend, self.status, cutoff, interrupted=interrupted, hooks=hooks
         )
-        starts = sum(e.kind == "start" and e.status == 201 for e in backend.events)
-        stops = sum(e.kind == "stop" and e.status == 200 for e in backend.events)
-        out(
-            f"cc-backend: {len(backend.jobs)} jobs stored, {starts} starts and {stops} stops "
-            f"accepted; hooks run: {self.hook_count} ({self.hook_failures} failed)"
-        )
-        if self.status:
-            snap = self.status
-            out(
-                f"daemon: {snap.counter('sync_ticks')} polls, {snap.counter('prep_events')} hook "
-                f"events, outbox {snap.outbox}, parked {snap.parked}"
-            )
-        if verdict is None:
-            out("demo FAILED: the daemon stopped early (see above)")
-            return 1
-        out(
-            f"check: {verdict.expected} finished jobs, {verdict.exactly_once} started and "
-            f"stopped exactly once, {verdict.full_resources} with exactly Slurm's hosts, "
-            f"hwthreads and GPUs ({verdict.gpu_jobs_checked} GPU jobs); {verdict.running_ok}/"
-            f"{verdict.running_at_cutoff} running jobs present as running"
-        )
-        if verdict.ok and verdict.expected:
-            out(
-                f"demo OK: all {verdict.expected} finished jobs reached cc-backend with their "
-                "resources"
-            )
-            return 0
-        if verdict.ok:
-            out("demo FAILED: no job finished (run longer: --duration)")
-            return 1
-        for p in verdict.problems[:20]:
-            out(f"  problem: {p}")
-        out(f"demo FAILED: {len(verdict.problems)} problems")
-        return 1
+        for line in ["", "=== summary ===", *lines]:
+            self.out(line)
+        return status
 
     async def cleanup(self) -> None:
         """Stop every process started here (SIGTERM, then SIGKILL) and remove the temp dir."""

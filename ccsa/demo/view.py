@@ -124,6 +124,7 @@ def plain_line(s: Snapshot) -> str:
 def rich_view(s: Snapshot) -> RenderableType:
     """The live view: flow counts, latest jobs with nodes and GPUs, recent errors."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -167,9 +168,9 @@ def rich_view(s: Snapshot) -> RenderableType:
     latest = Table(title="latest jobs", expand=True)
     for col in ("job", "user", "partition", "Slurm", "cc-backend", "nodes", "GPUs"):
         latest.add_column(col, overflow="fold")
-    for row in s.latest:
-        latest.add_row(*row)
-    errors = "\n".join(s.errors[-6:]) or "none"
+    for row in s.latest:  # host and GPU texts like dgpu002[h100:0,1] are not markup
+        latest.add_row(*(escape(cell) for cell in row))
+    errors = escape("\n".join(s.errors[-6:])) or "none"
     return Group(
         flow,
         Panel(daemon, title="daemon"),
