@@ -117,3 +117,16 @@ async def test_slurm_clock_behind_by_more_than_the_overlap(
     assert stops[jid].stop_time == int(T0 + 730)
     assert "runs 300 s behind this host's" in caplog.text
     assert sync.lag.clock.offset("c1") == -300.0
+
+
+def test_hold_rules() -> None:
+    """Pure rules: a start within the overlap needs no hold (the next window has it); the
+    oldest older one is held; one older than the bound is let go."""
+    from ccsa.daemon.dbdlag import hold_watermark
+
+    end = 10_000.0
+    assert hold_watermark(end, {1: 9_950}, overlap=60) == (end, None, [])
+    mark, hold, let_go = hold_watermark(end, {1: 9_900, 2: 9_500, 3: 100}, overlap=60, limit=3600)
+    assert (mark, let_go) == (9_500.0, [3])
+    assert hold is not None
+    assert (hold.job_id, hold.start, hold.behind, hold.jobs) == (2, 9_500, 500.0, 2)

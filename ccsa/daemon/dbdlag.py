@@ -71,13 +71,16 @@ def unrecorded_starts(queue: Iterable[QueueJob], recorded: Collection[int]) -> d
 
 
 def hold_watermark(
-    end: float, unrecorded: Mapping[int, int], *, limit: float = HOLD_LIMIT
+    end: float, unrecorded: Mapping[int, int], *, overlap: float, limit: float = HOLD_LIMIT
 ) -> tuple[float, Hold | None, list[int]]:
     """(watermark to commit, the hold or None, ids let go because they exceed ``limit``).
 
-    The watermark is ``end`` unless a start in ``unrecorded`` is older: then it is that start
-    (the oldest one within ``limit`` of ``end``), so the next window reads it again.
+    The watermark is ``end`` unless a start in ``unrecorded`` is older than ``end - overlap``
+    (a younger one is in the next window anyway, e.g. a job that started between the poll's
+    sacct and squeue): then it is that start (the oldest one within ``limit`` of ``end``), so
+    the next window reads it again.
     """
+    unrecorded = {jid: s for jid, s in unrecorded.items() if s < end - overlap}
     within = {jid: s for jid, s in unrecorded.items() if end - s <= limit}
     let_go = sorted(jid for jid in unrecorded if jid not in within)
     if not within:
@@ -159,7 +162,8 @@ class LagWatch:
         this sacct answer nor ccsa's rows have."""
         recorded = {jid for jid, _start in known}
         recorded.update(j.job_id for j in accts if convert.start_time(j) is not None)
-        mark, hold, let_go = hold_watermark(end, unrecorded_starts(queue_jobs, recorded))
+        unrecorded = unrecorded_starts(queue_jobs, recorded)
+        mark, hold, let_go = hold_watermark(end, unrecorded, overlap=self.overlap)
         if let_go:
             log.warning(
                 "%s: slurmdbd still has no start of job(s) %s that squeue showed running over "
