@@ -657,6 +657,30 @@ def _started(store: Any, job_id: int, start: int, delivered_at: float) -> None:
     store.rest_done(row, publish_nats=False, now=delivered_at)
 
 
+def test_stuck_candidates_both_directions() -> None:
+    """The pure decision: which listed jobs to ask slurmctld about, which delivered starts are
+    missing from cc-backend's list (older than min_age only: job_cache hides younger ones)."""
+    from ccsa.daemon.plan import JobKey, KnownJob
+    from ccsa.daemon.stuck import stuck_candidates
+
+    now = 1_700_100_000.0
+
+    def known(job_id: int, phase: str, delivered: float | None) -> KnownJob:
+        return KnownJob(JobKey("c1", job_id, 100), phase, start_delivered_at=delivered)  # type: ignore[arg-type]
+
+    store = {(k.key.job_id, 100): k for k in [
+        known(1, "started", now - 3600),  # lost by cc-backend
+        known(2, "started", now - 60),  # young: may sit in job_cache
+        known(3, "started", now - 3600),  # listed, still running here
+        known(5, "stopped", now - 3600),  # done here, yet listed running
+    ]}  # fmt: skip
+    listed = [Running("c1", 3, 100), Running("c1", 5, 100), Running("c1", 9, 50),
+              Running("other", 1, 100)]  # fmt: skip
+    suspects, lost = stuck_candidates("c1", listed, store, now, 600)
+    assert suspects == [3, 9]  # running here or unknown; the stopped job 5 is not asked again
+    assert lost == [(1, 100)]
+
+
 async def test_stuck_check_both_directions(tmp_path: Path) -> None:
     from ccsa.daemon.store import Store
     from ccsa.daemon.stuck import stuck_check
