@@ -387,6 +387,10 @@ class FakeDaemon:
         self.clusters = ["c1"]
         self.last_tick_ok: bool | None = None
         self.delivery = self
+        self.store = self  # lastRunPath's time: nothing undelivered (Store.delivered_before)
+
+    def delivered_before(self) -> float | None:
+        return None
 
     def wake(self) -> None:
         pass

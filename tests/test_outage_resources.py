@@ -353,6 +353,49 @@ async def test_a_401_window_is_visible_in_status_and_metrics_and_parks_nothing(
         assert report.ok, report.summary()
 
 
+async def test_a_lost_state_database_re_reads_what_was_undelivered(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """Issue 17 item 4: lastRunPath's mtime means "everything before this reached cc-backend"
+    (the oldest undelivered action's time), so deleting the state database while starts and
+    stops wait for a down cc-backend loses none of them: the new database starts from lastrun
+    and re-reads them. Before, lastrun was touched to "now" after every poll, and the jobs that
+    had ended more than the overlap earlier were never read again."""
+    async with world(tmp_path, short_dir) as w:
+        sim, backend = w.sim, w.backend
+        w.standin.down()
+        async with daemon(w) as d:
+            await next_tick(d)
+            jobs = sim.submit_many(
+                [
+                    JobSpec(
+                        user="alice", submit=sim.now + 2, duration=30, shape=Shape(cpus_per_node=2)
+                    )
+                    for _ in range(3)
+                ]
+            )
+            for _ in range(6):  # the jobs start and end; MinJobAge passes
+                sim.advance(30)
+                await next_tick(d)
+            await wait_for(lambda: d.store.outbox_depth() == 6)
+            starts = [t.start for t in sim.jobs() if t.job_id in jobs]
+            assert all(start is not None for start in starts)
+            lastrun = os.stat(w.cfg.last_run_path).st_mtime
+            assert lastrun <= min(s for s in starts if s is not None)
+        _delete_database(w.cfg.state_db_path)  # the state database is lost
+        w.standin.up()
+        async with daemon(w) as d:
+            await wait_for(lambda: all(len(backend.find("c1", j)) == 1 for j in jobs))
+            await wait_for(lambda: d.store.outbox_depth() == 0)
+        report = backend.check_exactly_once([("c1", j) for j in jobs])
+        assert report.ok, report.summary()
+
+
+def _delete_database(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Ran:
     returncode: int

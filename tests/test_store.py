@@ -345,3 +345,44 @@ def test_live_records_survive_reopen_and_expire(tmp_path: Path) -> None:
         assert s.live_records("c2", [7]) == {}
         s.remember_live("c1", [(8, 100, b'{"job_id":8,"x":1}')], now=1100.0, keep=60.0)
         assert s.live_records("c1", [7, 8]) == {(8, 100): b'{"job_id":8,"x":1}'}
+
+
+def test_a_corrupt_state_database_is_moved_aside_with_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 item 4: a state database SQLite reports corrupt is renamed (never deleted),
+    an ERROR names the moved file, and the daemon starts with a new one (from lastrun)."""
+    path = tmp_path / "state.sqlite3"
+    with Store.open(path) as s:
+        s.apply("c1", [start(1)], now=1.0, rest=True, nats=False, watermark=10.0)
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the schema page is garbage now
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateError, match=r"state\.sqlite3"):
+        Store.open(path).close()  # redrive/backfill: a clear error, the file left alone
+    with Store.open(path, move_corrupt=True) as fresh:  # the daemon
+        assert fresh.watermark("c1") is None
+        assert fresh.outbox_depth() == 0
+    (moved,) = tmp_path.glob("state.sqlite3.corrupt-*")
+    assert moved.read_bytes()[:16] == b"SQLite format 3\x00"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert str(moved) in errors[0]
+
+
+def test_delivered_before_is_the_oldest_undelivered_action_or_the_watermark(
+    store: Store,
+) -> None:
+    """lastRunPath's mtime (issue 17 item 4): nothing undelivered is older than it."""
+    assert store.delivered_before() is None
+    store.apply("c1", [start(1, 50), start(2, 80)], now=1.0, rest=True, nats=False, watermark=200.0)
+    assert store.delivered_before() == 50.0
+    store.apply("c2", [], now=1.0, rest=True, nats=False, watermark=40.0)
+    assert store.delivered_before() == 40.0  # never later than any cluster's watermark
+    store.apply("c2", [], now=2.0, rest=True, nats=False, watermark=300.0)
+    first = store.eligible(0, 10)[0]
+    store.rest_done(first, publish_nats=False, now=3.0)
+    assert store.delivered_before() == 80.0
+    (second,) = store.eligible(0, 10)
+    store.rest_done(second, publish_nats=False, now=3.0)
+    assert store.delivered_before() == 200.0  # the outbox is empty: the oldest watermark

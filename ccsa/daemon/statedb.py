@@ -18,13 +18,17 @@ connection is never shared between threads.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, Self
 
 from ccsa.errors import StateError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SCHEMA_VERSION", "StateDB", "by_ids"]
 
@@ -138,18 +142,47 @@ class StateDB:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         in_memory_copy: bool = False,
+        move_corrupt: bool = False,
     ) -> Self:
         """Open (creating mode 0600 and the schema on first use) the state database.
 
         Args:
             in_memory_copy: work on a private in-memory copy of the file (for ``--dry-run``:
                 everything is planned and "delivered" as usual, and the real state is untouched).
+            move_corrupt: (the daemon) check the file (``PRAGMA quick_check``); one that SQLite
+                reports corrupt is renamed to ``PATH.corrupt-<UTC time>`` (with its -wal/-shm),
+                never deleted, with an ERROR naming it, and a new database is created. The
+                daemon then starts from lastRunPath's time (issue 17 item 4).
 
         Raises:
             StateError: the file cannot be created/opened, is not a ccsa state database, or has
                 a newer schema than this ccsa understands. The message names the path.
         """
         spath = os.fspath(path)
+        try:
+            return cls._open(spath, synchronous, in_memory_copy, move_corrupt)
+        except sqlite3.DatabaseError as exc:
+            if not (move_corrupt and _corrupt(exc)):
+                raise StateError(f"state database {spath}: {exc}") from exc
+            try:
+                moved = _move_aside(spath)
+            except OSError as err:
+                raise StateError(
+                    f"state database {spath} is corrupt ({exc}) and cannot be moved aside: "
+                    f"{err.strerror or err}"
+                ) from exc
+            log.error(
+                "state database %s is corrupt (%s): moved to %s (kept for inspection); starting "
+                "with a new one from lastRunPath's time: deliveries that were waiting are found "
+                "again by the re-read window",
+                spath,
+                exc,
+                moved,
+            )
+        return cls.open(spath, synchronous=synchronous)
+
+    @classmethod
+    def _open(cls, spath: str, synchronous: str, in_memory_copy: bool, check: bool) -> Self:
         try:
             if in_memory_copy:
                 conn = sqlite3.connect(":memory:", isolation_level=None)
@@ -167,15 +200,21 @@ class StateDB:
                 fd = os.open(spath, os.O_RDWR | os.O_CREAT, 0o600)
                 os.close(fd)
                 conn = sqlite3.connect(spath, isolation_level=None, timeout=10.0)
+        except OSError as exc:
+            raise StateError(f"state database {spath}: {exc.strerror or exc}") from exc
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
+            if check:
+                verdict = str(conn.execute("PRAGMA quick_check").fetchone()[0])
+                if verdict != "ok":
+                    raise _Corrupt(f"quick_check: {verdict}")
             store = cls(conn, spath)
             store._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state database {spath}: {exc}") from exc
-        except OSError as exc:
-            raise StateError(f"state database {spath}: {exc.strerror or exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     def _migrate(self) -> None:
@@ -231,3 +270,23 @@ class StateDB:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StateError(f"state database {self.path}: commit failed: {exc}") from exc
+
+
+class _Corrupt(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found the file damaged."""
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """True when SQLite says the file is damaged or not a database at all."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return isinstance(exc, _Corrupt) or name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def _move_aside(path: str) -> str:
+    """Rename ``path`` (and its -wal/-shm) to ``path.corrupt-<UTC time>``; the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = f"{path}.corrupt-{stamp}"
+    for suffix in ("-wal", "-shm", ""):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, target + suffix)
+    return target

@@ -232,3 +232,20 @@ class Store(JobTable, Outbox):
             (msgspec.json.encode(a.resources), now, *a.key),
         )
         return 1
+
+    def delivered_before(self) -> float | None:
+        """A time before which everything reached cc-backend, for lastRunPath's mtime (what the
+        Go adapter means by it, issue 17 item 4): the oldest undelivered action's time (a
+        start's start time; a stop's stop time) when the outbox holds any, never later than the
+        oldest cluster watermark; None before the first sync. A lost state database (or a
+        rollback to the Go adapter) then re-reads from there, and cc-backend's 422/404 absorb
+        what was delivered. Parked rows do not hold it back: they wait for an operator, and a
+        re-read would only park them again."""
+        (oldest,) = self._db.execute(
+            "SELECT min(CASE WHEN o.kind='start' THEN o.start_time "
+            "ELSE coalesce(j.stop_time, o.start_time) END) FROM outbox o LEFT JOIN jobs j "
+            "ON j.cluster=o.cluster AND j.job_id=o.job_id AND j.start_time=o.start_time"
+        ).fetchone()
+        (mark,) = self._db.execute("SELECT min(ts) FROM watermark").fetchone()
+        times = [float(t) for t in (oldest, mark) if t is not None]
+        return min(times) if times else None

@@ -194,6 +194,12 @@ class Daemon:
         )
 
 
+def _touch_lastrun(daemon: Daemon) -> None:
+    """lastRunPath's mtime: everything before it reached cc-backend (issue 17 item 4)."""
+    when = daemon.store.delivered_before()
+    _touch(daemon.cfg.last_run_path, daemon.syncer.now() if when is None else when)
+
+
 def _touch(path: str, when: float) -> None:
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -245,7 +251,7 @@ async def main(
     """The daemon. Returns the exit status (0 = clean shutdown / everything delivered)."""
     notify: NotifierLike = notifier if notifier is not None else Notifier()
     stats = Stats()
-    store = Store.open(cfg.state_db_path, in_memory_copy=dry_run)
+    store = Store.open(cfg.state_db_path, in_memory_copy=dry_run, move_corrupt=not dry_run)
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
         if not dry_run:
@@ -286,7 +292,7 @@ async def _once(
         ok = await daemon.syncer.sync_all(daemon.clusters)
         daemon.last_tick_ok = ok
         if ok and not dry_run:
-            _touch(daemon.cfg.last_run_path, daemon.syncer.now())
+            _touch_lastrun(daemon)
         daemon.delivery.wake()
         with trio.move_on_after(timeout) as scope:
             await daemon.delivery.wait_empty()
@@ -417,7 +423,7 @@ async def _ticker(daemon: Daemon, notify: NotifierLike) -> None:
         ok = await daemon.syncer.sync_all(daemon.clusters)
         daemon.last_tick_ok = ok
         if ok:
-            _touch(cfg.last_run_path, daemon.syncer.now())
+            _touch_lastrun(daemon)
         daemon.delivery.wake()  # also picks up rows `redrive` moved back from another process
         notify.status(daemon.summary())
         await trio.sleep_until(began + cfg.slurm_poll_interval)
