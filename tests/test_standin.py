@@ -837,3 +837,25 @@ async def test_cli_process_serves_with_token(tmp_path: Path) -> None:
                 assert bad.status_code == 401
         finally:
             proc.terminate()
+
+
+async def test_request_log_file_has_each_start_and_stop_with_its_answer(tmp_path: Path) -> None:
+    """``--request-log``: what a test of a stand-in *process* reads to see refused bodies too."""
+    log_file = tmp_path / "requests.jsonl"
+    async with (
+        serving(request_file=str(log_file)) as standin,
+        httpx.AsyncClient(base_url=standin.url) as http,
+    ):
+        for _ in range(2):  # the second start of the same job is refused with 422
+            await http.post("/api/jobs/start_job/", content=raw(start_body(7)))
+        await http.post("/api/jobs/stop_job/", content=raw(stop_body(7, T0 + 5)))
+        await http.get("/api/jobs/")  # not a start or stop: not logged
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert [(x["endpoint"], x["status"]) for x in lines] == [
+        ("start_job", 201),
+        ("start_job", 422),
+        ("stop_job", 200),
+    ]
+    assert lines[0]["body"] == start_body(7)
+    assert lines[2]["body"] == stop_body(7, T0 + 5)
+    assert "a job with that jobId, cluster and startTime already exists" in lines[1]["response"]

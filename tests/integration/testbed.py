@@ -420,9 +420,16 @@ class Testbed:
 
 
 def script_command(
-    script: Path, action: str, *, timeout: float
+    script: Path, action: str, *, timeout: float, extra_conf: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``slurm-testbed.sh ACTION`` and return the finished process (never raises on rc)."""
+    """Run ``slurm-testbed.sh ACTION`` and return the finished process (never raises on rc).
+
+    ``extra_conf`` is appended to slurm.conf (``SLURM_TESTBED_EXTRA_CONF``); without it the
+    caller's environment decides, as for the session's own ``up``.
+    """
+    env = dict(os.environ)
+    if extra_conf is not None:
+        env["SLURM_TESTBED_EXTRA_CONF"] = str(extra_conf)
     return subprocess.run(
         ["bash", str(script), action],
         capture_output=True,
@@ -430,6 +437,7 @@ def script_command(
         timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 

@@ -62,6 +62,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="IP",
         help="api-allowed-ips entry (repeatable; none = any address; '*' = any)",
     )
+    net.add_argument(
+        "--request-log",
+        metavar="FILE",
+        help="append each start_job/stop_job request and its answer to FILE (JSON lines)",
+    )
     cl = p.add_argument_group("clusters")
     cl.add_argument(
         "--cluster-config",
@@ -164,6 +169,7 @@ def build(args: argparse.Namespace) -> tuple[StandIn, str | None]:
         auth=auth,
         allowed_ips=args.allowed_ip,
         gzip=args.gzip,
+        request_file=args.request_log,
     )
     return standin, token
 

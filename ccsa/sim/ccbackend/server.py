@@ -10,6 +10,7 @@ routes (§1.1 exact paths), authenticates (§1.3), applies faults, and writes cc
 from __future__ import annotations
 
 import gzip as gzip_module
+import json
 import socket
 import ssl
 import struct
@@ -64,6 +65,22 @@ class LoggedRequest:
     response: bytes = b""
 
 
+def _append_json_line(path: str, entry: LoggedRequest) -> None:
+    """One answered API request as a JSON line: endpoint, status, request body, response."""
+    try:
+        body: object = json.loads(entry.body) if entry.body else None
+    except ValueError:
+        body = entry.body.decode("utf-8", "replace")
+    line = {
+        "endpoint": entry.endpoint,
+        "status": entry.status,
+        "body": body,
+        "response": entry.response.decode("utf-8", "replace"),
+    }
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
+
+
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
@@ -102,8 +119,11 @@ class StandIn:
         auth: AuthConfig | None = None,
         allowed_ips: Sequence[str] | None = None,
         gzip: bool = False,
+        request_file: str | None = None,
     ) -> None:
         self.backend = backend
+        #: append one JSON line per start_job/stop_job answered (for tests of a stand-in process)
+        self.request_file = request_file
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -295,6 +315,8 @@ class StandIn:
         if plan.reset == "after":
             return _Answer(None)
         entry.status, entry.response = reply.status, reply.body
+        if self.request_file and route.endpoint in ("start_job", "stop_job"):
+            _append_json_line(self.request_file, entry)
         extra: list[tuple[bytes, bytes]] = []
         accepts_gzip = "gzip" in headers.get("accept-encoding", "")
         if self.gzip and reply.body and reply.content_type and accepts_gzip:

@@ -1,9 +1,7 @@
 #!/bin/sh
-# ResumeProgram: "boot" = wait, then start the node's slurmd, which registers with slurmctld
-echo "$(date +%s) resume $*" >>/var/log/slurm/power.log
-sleep "$(cat /opt/ccsa-tb/boot-seconds 2>/dev/null || echo 8)"
+# ResumeProgram (run as SlurmUser=slurm): ask the power agent to "boot" each node: wait, then
+# start its slurmd with -b, so it registers as freshly booted (node_mgr.c waiting_for_node_boot).
 for n in $(/usr/bin/scontrol show hostnames "$1"); do
-    /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 /usr/sbin/slurmd -b -N "$n"
+    : >"/tmp/ccsa-power/resume-$n"
 done
-echo "$(date +%s) resumed $*" >>/var/log/slurm/power.log
 exit 0

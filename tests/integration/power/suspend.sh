@@ -1,7 +1,7 @@
 #!/bin/sh
-# SuspendProgram: "power off" = stop the node's slurmd (slurmctld runs this as SlurmUser=root)
-echo "$(date +%s) suspend $*" >>/var/log/slurm/power.log
+# SuspendProgram (slurmctld runs it as SlurmUser=slurm): ask the power agent to "power off"
+# each node, i.e. stop its slurmd. Only root can do that; the agent (agent.sh) runs as root.
 for n in $(/usr/bin/scontrol show hostnames "$1"); do
-    [ -f /run/slurm/slurmd-$n.pid ] && kill "$(cat /run/slurm/slurmd-$n.pid)"
+    : >"/tmp/ccsa-power/suspend-$n"
 done
 exit 0
