@@ -1,8 +1,8 @@
 """The daemon's root nursery: start-up checks, then ticker, stuck-job checker, PrEp, delivery.
 
-Start order (each child is ready before the next starts): state opened, PID file taken, Slurm
-checked (``sacctmgr``: clusters, version 24/25, Operator rights), delivery workers running, PrEp
-socket bound; then the signal watcher, the poll ticker, the stuck-job checker, the coalescer and
+Start order (each child is ready before the next starts): state opened, PID file taken, signal
+watcher running, Slurm checked (``sacctmgr``: clusters, version 24/25, Operator rights), delivery
+workers running, PrEp socket bound; then the poll ticker, the stuck-job checker, the coalescer and
 the watchdog. SIGTERM/SIGINT stop the intake at once and give the deliveries in flight a grace
 period; whatever is not confirmed is still in the outbox (nothing is lost) and is sent after the
 restart. Transient errors (Slurm, cc-backend, NATS) are logged and retried on the next tick; any
@@ -10,15 +10,15 @@ other exception is a bug and crashes the daemon loudly (systemd restarts it).
 
 This module only wires: the PID file is `ccsa.daemon.pidfile`, the start-up checks
 `ccsa.daemon.startup`, the Slurm -> outbox -> cc-backend parts `ccsa.daemon.pipeline`, the
-stuck-job checker `ccsa.daemon.stuck`, the status snapshot `ccsa.daemon.snapshot`. `run` is what
-the CLI calls (the daemon's only `trio.run`); `main` is the same for tests, with the wall clock,
-the output stream and the systemd notifier injectable.
+stuck-job checker `ccsa.daemon.stuck`, the wired `Daemon` and its status snapshot
+`ccsa.daemon.running`.
+`run` is what the CLI calls (the daemon's only `trio.run`); `main` is the same for tests, with the
+wall clock, the output stream and the systemd notifier injectable.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -28,33 +28,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TextIO
 
-import msgspec
 import trio
 
 from ccsa import __version__
-from ccsa.ccbackend.client import BackendClient
 from ccsa.config import Config
-from ccsa.daemon.delivery import Delivery
 from ccsa.daemon.pidfile import pid_file
-from ccsa.daemon.pipeline import Pipeline, build, slurm_for
+from ccsa.daemon.pipeline import build, slurm_for
 from ccsa.daemon.prep import Coalescer, PrepEvent, PrepServer
+from ccsa.daemon.running import Daemon
 from ccsa.daemon.scripts import ScriptCache
-from ccsa.daemon.snapshot import (
-    ChannelStatus,
-    ClusterStatus,
-    ParkedEntry,
-    SlurmStats,
-    StatusSnapshot,
-    WaitingEntry,
-)
 from ccsa.daemon.startup import clusters_with_retry, require_commands
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
 from ccsa.daemon.stuck import STUCK_MIN_AGE, stuck_loop
-from ccsa.daemon.sync import LookupResult, Syncer
+from ccsa.daemon.sync import LookupResult
 from ccsa.errors import CcsaError
 from ccsa.sdnotify import Notifier
-from ccsa.slurm.runner import SlurmRunner
 
 __all__ = ["GRACE", "Daemon", "main", "run"]
 
@@ -77,121 +66,6 @@ class NotifierLike(Protocol):
     def status(self, text: str) -> bool: ...
 
     def stopping(self, status: str = "") -> bool: ...
-
-
-# --- the daemon ----------------------------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    """The wired daemon (what tests and `status` look at)."""
-
-    cfg: Config
-    store: Store
-    stats: Stats
-    runner: SlurmRunner
-    syncer: Syncer
-    delivery: Delivery
-    client: BackendClient
-    clusters: list[str]
-    coalescer: Coalescer | None = None
-    started_at: float = 0.0
-    prep_bound: list[str] = field(default_factory=list)
-    last_tick_ok: bool | None = None
-
-    @classmethod
-    def of(cls, pipe: Pipeline, clusters: list[str], started_at: float) -> Daemon:
-        return cls(
-            pipe.cfg,
-            pipe.store,
-            pipe.stats,
-            pipe.runner,
-            pipe.syncer,
-            pipe.delivery,
-            pipe.client,
-            clusters,
-            started_at=started_at,
-        )
-
-    def status(self) -> StatusSnapshot:
-        """The status snapshot (``cc-slurm-adapter status``, metrics)."""
-        marks = {w.cluster: w for w in self.store.watermarks()}
-        waiting = self.store.waiting_summary()
-        clusters = {}
-        for name in self.clusters:
-            w = marks.get(name)
-            count, since = waiting.get(name, (0, None))
-            clusters[name] = (
-                ClusterStatus(
-                    watermark=w.ts,
-                    last_sync=w.last_sync,
-                    last_error=w.last_error,
-                    last_error_at=w.last_error_at,
-                    waiting=count,
-                    waiting_since=since,
-                )
-                if w
-                else ClusterStatus(waiting=count, waiting_since=since)
-            )
-            self.syncer.lag.report(name, clusters[name])
-        parked = [
-            ParkedEntry(
-                id=p.row.id,
-                cluster=p.row.key.cluster,
-                job_id=p.row.key.job_id,
-                start_time=p.row.key.start_time,
-                kind=p.row.kind,
-                status=p.status,
-                reason=p.reason,
-                parked_at=p.parked_at,
-            )
-            for p in self.store.parked(limit=10)
-        ]
-        return StatusSnapshot(
-            version=__version__,
-            pid=os.getpid(),
-            started_at=self.started_at,
-            clusters=clusters,
-            outbox=self.store.outbox_depth(),
-            in_flight=self.delivery.in_flight,
-            waiting_retry=self.delivery.waiting_retry,
-            rest_paused_for=round(self.delivery.paused_for(), 3),
-            channels={
-                name: ChannelStatus(**dataclasses.asdict(state))
-                for name, state in self.delivery.channels().items()
-            },
-            oldest_waiting=self._oldest_waiting(),
-            parked=self.store.parked_count(),
-            parked_latest=parked,
-            prep_pending=self.coalescer.pending if self.coalescer else 0,
-            prep_listen=self.prep_bound,
-            slurm_commands=msgspec.convert(self.runner.stats(), SlurmStats),
-            counters=self.stats.as_dict(),
-        )
-
-    def _oldest_waiting(self) -> WaitingEntry | None:
-        """The oldest outbox row (issue 17 item 8: a job that keeps failing is visible)."""
-        rows = self.store.outbox_rows(limit=1)
-        if not rows:
-            return None
-        row = rows[0]
-        return WaitingEntry(
-            cluster=row.key.cluster,
-            job_id=row.key.job_id,
-            start_time=row.key.start_time,
-            kind=row.kind,
-            attempts=row.attempts,
-            last_error=row.last_error,
-            queued_at=row.created,
-        )
-
-    def summary(self) -> str:
-        """One line for systemd's STATUS=."""
-        s = self.stats
-        return (
-            f"{s.starts_delivered} starts, {s.stops_delivered} stops delivered; outbox "
-            f"{self.store.outbox_depth()}, parked {self.store.parked_count()}"
-        )
 
 
 def _touch_lastrun(daemon: Daemon) -> None:
