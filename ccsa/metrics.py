@@ -60,6 +60,11 @@ _COUNTERS = (
     ("stuck_stopped", "ccsa_stuck_stopped", "Jobs the stuck-job checker stopped."),
     ("stuck_restarted", "ccsa_stuck_restarted", "Starts the stuck-job checker sent again."),
     ("node_state_failures", "ccsa_node_state_failures", "Node state updates that failed."),
+    (
+        "refused_reruns",
+        "ccsa_refused_reruns",
+        "Starts cc-backend refused: a rerun within 86,400 s of an earlier run (parked).",
+    ),
 )
 
 

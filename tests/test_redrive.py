@@ -4,16 +4,25 @@ the running daemon delivers it, start before stop, without any further poke."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
+from standin_helpers import serving
 
+from ccsa.ccbackend.client import BackendClient
+from ccsa.ccbackend.models import Resource, StartJob, StopJob
 from ccsa.config import load
+from ccsa.daemon.delivery import Delivery
+from ccsa.daemon.plan import Action, JobKey, QueueStart, QueueStop
+from ccsa.daemon.store import Store
 from ccsa.daemon.supervisor import Daemon, main
+from ccsa.redrive import list_parked
 from ccsa.sim.ccbackend.clusters import minimal
 from ccsa.sim.ccbackend.server import StandIn
 from ccsa.sim.ccbackend.state import Backend
@@ -132,3 +141,73 @@ async def test_redrive_all_without_daemon_and_missing_db(tmp_path: Path, short_d
         assert store.parked_count() == 0
     empty = await cli("redrive", "--list", "-config", conf)
     assert empty.stdout.decode() == "no parked rejections\n"
+
+
+def _run(job_id: int, start: int, stop: int) -> list[Action]:
+    key = JobKey("test", job_id, start)
+    body = StartJob(
+        job_id=job_id,
+        cluster="test",
+        user="alice",
+        project="p",
+        num_nodes=1,
+        resources=[Resource(hostname="c001", hwthreads=[0, 1])],
+        start_time=start,
+        shared="none",
+    )
+    end = StopJob(
+        job_id=job_id, cluster="test", job_state="cancelled", stop_time=stop, start_time=start
+    )
+    return [QueueStart(key, body, "batch", True), QueueStop(key, end, "batch")]
+
+
+async def _deliver(store: Store, standin: StandIn) -> Delivery:
+    async with BackendClient(standin.url, "token-for-a-standin-without-auth") as client:
+        delivery = Delivery(store, client=client, now=lambda: T0 + 5000)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(delivery.run)
+            with trio.fail_after(60):
+                await delivery.wait_empty()
+            nursery.cancel_scope.cancel()
+    return delivery
+
+
+async def test_a_refused_rerun_is_counted_warned_and_listed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18 item 1: cc-backend v1.5.4 answers 422 to a start of a job id it has from a run
+    that started less than 86,400 s before (internal/api/job.go startJob; the stand-in does the
+    same). The second run of a requeued job is then missing from cc-backend: ccsa counts it,
+    warns once naming both runs, and parks it with its stop so ``redrive --list`` shows it.
+    A start delivered twice (same startTime) is the ordinary 422: done, not a refusal."""
+    t = int(T0)
+    store = Store.open(tmp_path / "state.sqlite3")
+    async with serving() as standin:
+        store.apply("test", _run(7, t, t + 300) + _run(8, t, t + 50), now=T0, rest=True, nats=False)
+        first = await _deliver(store, standin)
+        assert first.stats.starts_delivered == 2
+        # job 7 is requeued and runs again 10 min later; job 8's start is sent once more (the
+        # stuck-job checker's resend after a lost answer)
+        rerun = _run(7, t + 600, t + 900)
+        again = QueueStart(JobKey("test", 8, t), _run(8, t, t + 50)[0].body, "batch", True, True)
+        store.apply("test", [*rerun, again], now=T0, rest=True, nats=False)
+        second = await _deliver(store, standin)
+    assert second.stats.refused_reruns == 1
+    assert second.stats.starts_done == 1  # job 8: the ordinary 422 of a start sent twice
+    assert [s.status for s in standin.requests("start_job")][-2:] == [422, 422]
+    warned = [r.getMessage() for r in caplog.records if "refused run" in r.getMessage()]
+    assert len(warned) == 1
+    assert f"refused run {t + 600} of job 7" in warned[0]
+    assert f"it has run {t} of that job id" in warned[0]
+    parked = store.parked()
+    assert {(p.row.key.job_id, p.row.kind, p.status) for p in parked} == {
+        (7, "start", 422),
+        (7, "stop", None),
+    }
+    out = io.StringIO()
+    list_parked(parked, out)
+    listed = out.getvalue()
+    assert "refused run" in listed
+    assert "86400 s" in listed
+    assert "internal/api/job.go" in listed
+    store.close()

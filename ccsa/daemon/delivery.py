@@ -23,6 +23,7 @@ nothing: what was not confirmed is sent again after a restart (422/404 make that
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -39,6 +40,9 @@ from ccsa.errors import BackendBlocked, BackendRejected, BackendUnavailable, Pub
 
 log = logging.getLogger(__name__)
 
+#: cc-backend v1.5.4 refuses a start within this many seconds after an earlier run of the same
+#: job id and cluster (``secondsPerDay`` in internal/api/job.go).
+RERUN_WINDOW = 86400.0
 #: Seconds a row may wait before one WARNING names it (issue 17 item 8).
 WARN_AFTER = 3600.0
 #: Outbox rows read per dispatcher query.
@@ -298,13 +302,7 @@ class Delivery:
         self._channel_works(self.rest_gate, "REST")
         self._forget(row)
         if outcome.kind == "done":
-            self.store.rest_done(row, publish_nats=False, now=self.now())
-            if row.kind == "start":
-                self.stats.starts_done += 1
-            else:
-                self.stats.stops_done += 1
-            log.info("%s: cc-backend answered %s, already known: %s", what, outcome.status,
-                     outcome.message)  # fmt: skip
+            self._rest_done(row, what, outcome)
             return
         publish = self.publisher is not None
         self.store.rest_done(row, publish_nats=publish, now=self.now())
@@ -318,6 +316,37 @@ class Delivery:
             await self._publish(_nats_only(row))
         # else: the dispatcher publishes it once the NATS channel is open again; this worker
         # goes back to POSTing (a NATS outage never slows the REST channel down).
+
+    def _rest_done(self, row: OutboxRow, what: str, outcome: Outcome) -> None:
+        """cc-backend already has it (422 start, 422/404 stop), or refuses a rerun (#18)."""
+        if row.kind == "start" and outcome.status == 422:
+            first = self.store.earlier_run(row.key, RERUN_WINDOW)
+            if first is not None:
+                self._refused_rerun(row, first, outcome.message)
+                return
+        self.store.rest_done(row, publish_nats=False, now=self.now())
+        if row.kind == "start":
+            self.stats.starts_done += 1
+        else:
+            self.stats.stops_done += 1
+        log.info("%s: cc-backend answered %s, already known: %s", what, outcome.status,
+                 outcome.message)  # fmt: skip
+
+    def _refused_rerun(self, row: OutboxRow, first: int, answer: str) -> None:
+        """cc-backend v1.5.4 answers 422 to a start of a job id it has from a run that started
+        less than 86,400 s before (``startJob`` in internal/api/job.go): the second run of a
+        requeued or preempted job is missing from cc-backend. Not hidden: counted, one WARNING
+        naming both runs, and parked with its stops (their bodies stay for ``redrive --list``)."""
+        key = row.key
+        reason = (
+            f"cc-backend refused run {key.start_time} of job {key.job_id}: it has run {first} "
+            f"of that job id and refuses a start less than {RERUN_WINDOW:.0f} s after a run it "
+            f"has (cc-backend v1.5.4 internal/api/job.go startJob); its answer: {answer}"
+        )
+        self.stats.refused_reruns += 1
+        n = self.store.park(row, 422, reason, self.now())
+        log.warning("job %s on %s: %s; parked with %d stop(s), listed by redrive --list",
+                    key.job_id, key.cluster, reason, n - 1)  # fmt: skip
 
     def _rest_rejected(self, row: OutboxRow, what: str, exc: BackendRejected) -> None:
         """cc-backend refused this row for good: park it (with its job's stops, for a start)."""
@@ -417,15 +446,5 @@ class Delivery:
 
 
 def _nats_only(row: OutboxRow) -> OutboxRow:
-    return OutboxRow(
-        id=row.id,
-        key=row.key,
-        kind=row.kind,
-        body=row.body,
-        partition=row.partition,
-        rest_pending=False,
-        nats_pending=True,
-        attempts=row.attempts,
-        last_error=None,
-        created=row.created,
-    )
+    """The row as it is once its POST is done (or REST is off): its NATS publish is left."""
+    return dataclasses.replace(row, rest_pending=False, nats_pending=True, last_error=None)

@@ -159,3 +159,15 @@ class JobTable(StateDB):
                 (cluster, before, before),
             )
             return cur.rowcount
+
+    def earlier_run(self, key: JobKey, window: float) -> int | None:
+        """The start time of another run of the same job id and cluster whose start reached
+        cc-backend and that cc-backend's duplicate check matches (``new start - its start <
+        window``, as in v1.5.4 internal/api/job.go startJob), or None. Used to tell a refused
+        rerun (requeue, preemption) from a start delivered twice (same start time)."""
+        r = self._db.execute(
+            "SELECT start_time FROM jobs WHERE cluster=? AND job_id=? AND start_time<>? AND "
+            "start_delivered_at IS NOT NULL AND ? - start_time < ? ORDER BY start_time LIMIT 1",
+            (key.cluster, key.job_id, key.start_time, key.start_time, window),
+        ).fetchone()
+        return None if r is None else int(r[0])
