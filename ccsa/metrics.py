@@ -68,6 +68,42 @@ _COUNTERS = (
 )
 
 
+#: per-cluster gauges: (metric name, help, its value in a ClusterStatus; None = no sample)
+_CLUSTER_GAUGES: tuple[tuple[str, str, Callable[[ClusterStatus], float | None]], ...] = (
+    (
+        "ccsa_watermark_seconds",
+        "End of the last fully queued sacct window (epoch s), by cluster.",
+        lambda c: c.watermark,
+    ),
+    (
+        "ccsa_last_sync_seconds",
+        "Wall time of the last successful sync (epoch s), by cluster.",
+        lambda c: c.last_sync,
+    ),
+    (
+        "ccsa_jobs_waiting",
+        "Jobs not sent yet for a reason that may pass (looked up every poll), by cluster.",
+        lambda c: c.waiting,
+    ),
+    # issue 18: slurmctld's clock, slurmdbd's queue, the start the watermark waits behind
+    (
+        "ccsa_slurm_clock_offset_seconds",
+        "slurmctld's clock minus this host's (sdiag), by cluster.",
+        lambda c: c.slurm_clock_offset,
+    ),
+    (
+        "ccsa_dbd_agent_queue",
+        "Messages slurmctld holds for slurmdbd (sdiag's DBD Agent queue size), by cluster.",
+        lambda c: c.dbd_queue,
+    ),
+    (
+        "ccsa_watermark_held_at_seconds",
+        "Start (epoch s) of the job sacct lacks that the watermark waits behind, by cluster.",
+        lambda c: c.held_at,
+    ),
+)
+
+
 class SnapshotCollector(Collector):
     """Metric families built from one call of ``snapshot`` per scrape."""
 
@@ -137,50 +173,13 @@ class SnapshotCollector(Collector):
 
     @staticmethod
     def _clusters(clusters: Mapping[str, ClusterStatus]) -> Iterator[Metric]:
-        mark = GaugeMetricFamily(
-            "ccsa_watermark_seconds",
-            "End of the last fully queued sacct window (epoch s), by cluster.",
-            labels=["cluster"],
-        )
-        last = GaugeMetricFamily(
-            "ccsa_last_sync_seconds",
-            "Wall time of the last successful sync (epoch s), by cluster.",
-            labels=["cluster"],
-        )
-        waiting = GaugeMetricFamily(
-            "ccsa_jobs_waiting",
-            "Jobs not sent yet for a reason that may pass (looked up every poll), by cluster.",
-            labels=["cluster"],
-        )
-        # issue 18: slurmctld's clock, slurmdbd's queue, the start the watermark waits behind
-        offset = GaugeMetricFamily(
-            "ccsa_slurm_clock_offset_seconds",
-            "slurmctld's clock minus this host's (sdiag), by cluster.",
-            labels=["cluster"],
-        )
-        dbd = GaugeMetricFamily(
-            "ccsa_dbd_agent_queue",
-            "Messages slurmctld holds for slurmdbd (sdiag's DBD Agent queue size), by cluster.",
-            labels=["cluster"],
-        )
-        held = GaugeMetricFamily(
-            "ccsa_watermark_held_at_seconds",
-            "Start (epoch s) of the job sacct lacks that the watermark waits behind, by cluster.",
-            labels=["cluster"],
-        )
-        for name, info in sorted(clusters.items()):
-            if info.watermark is not None:
-                mark.add_metric([name], info.watermark)
-            if info.last_sync is not None:
-                last.add_metric([name], info.last_sync)
-            waiting.add_metric([name], info.waiting)
-            if info.slurm_clock_offset is not None:
-                offset.add_metric([name], info.slurm_clock_offset)
-            if info.dbd_queue is not None:
-                dbd.add_metric([name], info.dbd_queue)
-            if info.held_at is not None:
-                held.add_metric([name], info.held_at)
-        yield from (mark, last, waiting, offset, dbd, held)
+        for metric, text, value_of in _CLUSTER_GAUGES:
+            family = GaugeMetricFamily(metric, text, labels=["cluster"])
+            for name, info in sorted(clusters.items()):
+                value = value_of(info)
+                if value is not None:  # unknown (never synced, no sdiag yet): no sample
+                    family.add_metric([name], value)
+            yield family
 
     @staticmethod
     def _slurm(slurm: SlurmStats) -> Iterator[Metric]:
