@@ -232,6 +232,17 @@ def sections(snap: StatusSnapshot, now: float) -> list[Section]:
                 [_lag_row(name, info, now) for name, info in lag],
             )
         )
+    bad: list[tuple[str, ...]] = [
+        (n, line) for n, i in sorted(snap.clusters.items()) for line in i.undecodable
+    ]
+    if bad:
+        out.append(
+            Section(
+                "records of the last poll that do not decode (the rest was synced)",
+                ("cluster", "record"),
+                bad,
+            )
+        )
     if snap.parked_latest:
         out.append(
             Section(

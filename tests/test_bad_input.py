@@ -370,7 +370,7 @@ def test_random_bytes_are_decode_errors() -> None:
             assert doc.jobs == []
             (bad,) = doc.bad
             assert (bad.index, bad.job_id) == (0, None)
-            assert bad.describe().startswith("jobs[0] (no job id): $.jobs[0]")
+            assert bad.describe().startswith("jobs[0] (no job id): ")
 
 
 def test_hostile_values_in_a_real_job_become_skips_not_crashes(shared: Path) -> None:

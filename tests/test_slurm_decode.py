@@ -219,7 +219,7 @@ def test_wrong_type_in_one_job_is_a_bad_record_and_the_rest_decode(shared: Path)
     assert "got `str`" in bad.reason
     line = bad.describe()
     assert f"job {raw['jobs'][0]['job_id']}" in line
-    assert "$.jobs[0].time.start" in line
+    assert "time.start" in line
     assert "\n" not in line
 
 

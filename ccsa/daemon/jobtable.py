@@ -142,6 +142,18 @@ class JobTable(StateDB):
         q = "SELECT DISTINCT job_id FROM jobs WHERE cluster=? AND phase='waiting' ORDER BY 1"
         return [int(r[0]) for r in self._db.execute(q, (cluster,))]
 
+    def drop_waits(self, cluster: str, ids: Sequence[int], start_time: int) -> int:
+        """Forget the waits (`plan.Wait`) of ``ids`` at ``start_time``: the waits of records
+        that did not decode, once they do (`ccsa.daemon.undecodable`)."""
+        dropped = 0
+        delete = (
+            "DELETE FROM jobs WHERE phase='waiting' AND start_time=? AND cluster=? AND job_id IN"
+        )
+        with self._tx() as db:
+            for query, args in by_ids(delete, cluster, ids):
+                dropped += db.execute(query, (start_time, *args)).rowcount
+        return dropped
+
     def waiting_summary(self) -> dict[str, tuple[int, float]]:
         """Per cluster with waiting jobs: (how many, when the oldest began to wait)."""
         q = (

@@ -88,6 +88,7 @@ class Daemon:
                 else ClusterStatus(waiting=count, waiting_since=since)
             )
             self.syncer.lag.report(name, clusters[name])
+            clusters[name].undecodable = list(self.syncer.undecodable.last.get(name, ()))
         parked = [
             ParkedEntry(
                 id=p.row.id,

@@ -48,6 +48,9 @@ class ClusterStatus(msgspec.Struct, kw_only=True):
     #: the watermark waits behind the start of this job, which sacct does not have yet
     held_for_job: int | None = None
     held_at: float | None = None
+    #: records of the last poll that did not decode ("sacct job 12: time.start: reason"); the
+    #: sacct ones wait (``waiting``) and are looked up again (`ccsa.daemon.undecodable`)
+    undecodable: list[str] = msgspec.field(default_factory=list)
 
 
 class ParkedEntry(msgspec.Struct, kw_only=True):

@@ -36,11 +36,13 @@ from ccsa.daemon.plan import NO_METADATA, JobKey, KnownJob, Metadata, of_cluster
 from ccsa.daemon.scripts import ScriptSource
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import ApplyResult, Store
+from ccsa.daemon.undecodable import Undecodable, without_waits
 from ccsa.daemon.windows import SubWindows, as_datetime, density, poll_window, utc
 from ccsa.errors import BackendError, SlurmError
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
+from ccsa.slurm.stream import BadRecord
 
 __all__ = ["LookupResult", "Syncer", "TickResult", "of_cluster"]
 
@@ -118,6 +120,8 @@ class Syncer:
     live: LiveRecords = field(init=False)
     #: slurmctld's clock offset, slurmdbd's queue and lag per cluster (`dbdlag`, issue 18)
     lag: LagWatch = field(init=False)
+    #: records Slurm sent that do not decode (issue #17 item 5), for the log and ``status``
+    undecodable: Undecodable = field(default_factory=Undecodable)
 
     def __post_init__(self) -> None:
         self.scripts = ScriptSource(self.slurm, self.store)
@@ -156,6 +160,7 @@ class Syncer:
             )  # fmt: skip
         seen = parts = 0
         seen_ids: set[int] = set()
+        self.undecodable.begin(cluster)
         applied = ApplyResult()
         span = self.sub_windows.first
         part_begin = begin
@@ -193,11 +198,12 @@ class Syncer:
         sub-window. Everything read here is dropped on return (bounded memory)."""
         doc = await self.slurm.sacct_window(cluster, as_datetime(begin), as_datetime(end))
         accts = of_cluster(doc.jobs, cluster)
+        waits = self.undecodable.waits(cluster, "sacct", doc.bad)
         del doc
         fresh, carried = density(accts, begin, end)
         if not accts and not last:
             # nothing to plan: no squeue needed, just move the watermark past the quiet stretch
-            self.apply(cluster, [], watermark=end)
+            self.apply(cluster, waits, watermark=end)
             log.debug("%s: sub-window %s..%s UTC is empty", cluster, utc(begin), utc(end))
             return _Part(0, 0, 0, ApplyResult(), [])
         # sacct first, then squeue (not concurrently): slurmctld starts a job before slurmdbd
@@ -205,18 +211,22 @@ class Syncer:
         # with its resources. Concurrently, squeue could be the older snapshot and still show
         # it PENDING; its start would then go out with host names only (found by the soak).
         # Hence one squeue per sub-window, each after its own sacct.
-        queue_jobs = (await self.slurm.squeue_all(cluster)).jobs
+        queue_doc = await self.slurm.squeue_all(cluster)
+        self.undecodable.waits(cluster, "squeue", queue_doc.bad)  # sacct's record decides
+        queue_jobs = queue_doc.jobs
+        del queue_doc
         queue = {q.job_id: q for q in queue_jobs}
         ids = {j.job_id for j in accts}
         ids.update(queue)
         # the rows of these jobs, plus (last sub-window) every running row for the stale check
-        known = self.store.known_jobs_for(cluster, ids, running=last)
+        known = without_waits(self.store.known_jobs_for(cluster, ids, running=last))
         del ids
         self.live.remember(cluster, queue_jobs, known)
         decision = await self.decide(cluster, accts, queue, known, full_queue=last)
         actions = await self.build(cluster, decision)
         mark = self.lag.hold(cluster, end, accts, queue_jobs, known) if last else end
-        applied = self.apply(cluster, actions, watermark=mark)
+        applied = self.apply(cluster, [*actions, *waits], watermark=mark)
+        self.undecodable.decoded(self.store, cluster, accts)
         if not last:
             log.info(
                 "%s: sub-window %s..%s UTC: %d jobs seen, %d starts and %d stops queued",
@@ -303,10 +313,10 @@ class Syncer:
             forget: known (job_id, start_time) rows to plan as if unknown (re-send a start
                 that cc-backend lost).
         """
-        accts, queue, meta = await self._fetch(cluster, sorted(set(ids)), with_queue=with_queue)
-        known: dict[tuple[int, int], KnownJob] = dict(
-            self.store.known_jobs_for(cluster, [j.job_id for j in accts])
+        accts, queue, meta, bad = await self._fetch(
+            cluster, sorted(set(ids)), with_queue=with_queue
         )
+        known = without_waits(self.store.known_jobs_for(cluster, [j.job_id for j in accts]))
         for key in forget:
             known.pop(key, None)
         decision = await self.decide(cluster, accts, queue, known, full_queue=False)
@@ -317,18 +327,21 @@ class Syncer:
                 replace(a, resend=True) if isinstance(a, plan.QueueStart) and a.key in lost else a
                 for a in actions
             ]
-        applied = self.apply(cluster, actions, watermark=None)
+        applied = self.apply(cluster, [*actions, *self.undecodable.waits(cluster, "sacct", bad)],
+                             watermark=None)  # fmt: skip
+        self.undecodable.decoded(self.store, cluster, accts)
         started = frozenset(j.job_id for j in accts if convert.start_time(j) is not None)
         finished = frozenset(j.job_id for j in accts if convert.is_finished(j))
         return LookupResult(started, finished, applied)
 
     async def _fetch(
         self, cluster: str, wanted: list[int], *, with_queue: bool
-    ) -> tuple[list[SacctJob], dict[int, QueueJob] | None, Metadata]:
+    ) -> tuple[list[SacctJob], dict[int, QueueJob] | None, Metadata, list[BadRecord]]:
         """A lookup's one round of Slurm calls: ``sacct -j`` and (`with_queue`) ``squeue -j``
         plus the metadata of the jobs this daemon does not know yet (a prolog's new job), all
         at once: the hook path wants one round, not two."""
         accts: list[SacctJob] = []
+        bad: list[BadRecord] = []
         queue_jobs: list[QueueJob] = []
         meta = [NO_METADATA]
         known_wanted = self.store.known_jobs_for(cluster, wanted)
@@ -340,6 +353,7 @@ class Syncer:
         async def get_sacct() -> None:
             doc = await self.slurm.sacct_jobs(cluster, wanted, scripts=with_scripts)
             accts.extend(doc.jobs)
+            bad.extend(doc.bad)
 
         async def get_queue() -> None:
             got = await self.slurm.squeue_jobs(cluster, wanted)
@@ -355,7 +369,7 @@ class Syncer:
         if with_scripts:
             self.scripts.note(cluster, accts)
         queue = {q.job_id: q for q in queue_jobs} if with_queue else None
-        return accts, queue, meta[0]
+        return accts, queue, meta[0], bad
 
     # --- shared by polls and lookups -------------------------------------------------------
 

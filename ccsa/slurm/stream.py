@@ -56,15 +56,20 @@ class BadRecord:
     index: int
     #: the element's ``job_id`` when that much decodes, else None
     job_id: int | None
-    #: JSON path of the offending field, e.g. ``$.jobs[3].time.start``
+    #: JSON path of the offending field in the answer, e.g. ``$.jobs[3].time.start``
     path: str
     #: msgspec's reason, e.g. ``Expected `int`, got `str```
     reason: str
 
+    @property
+    def field(self) -> str:
+        """The offending field within the record, e.g. ``time.start`` (``""``: the record)."""
+        return self.path.partition("]")[2].removeprefix(".")
+
     def describe(self) -> str:
         """One line for the log: job id, field and reason."""
         who = f"job {self.job_id}" if self.job_id is not None else f"jobs[{self.index}] (no job id)"
-        return f"{who}: {self.path}: {self.reason}"
+        return f"{who}: {self.field or 'the record'}: {self.reason}"
 
 
 @dataclass(slots=True)
