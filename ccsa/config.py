@@ -119,6 +119,9 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     cc_rest_ca_file: Annotated[str, _NEW] = ""
     cc_rest_insecure: Annotated[bool, _NEW] = False
     metrics_listen: Annotated[str, _NEW] = ""
+    #: Seconds parked rows (and their jobs' rows) of a cluster cc-backend does not know are
+    #: kept before they are dropped (issue 17 item 7).
+    unknown_cluster_retention: Annotated[float, _POSITIVE, _NEW] = 3 * 86400
     #: How the OS numbers the hardware threads of a core where cc-backend has no topology:
     #: "spread" (Linux on x86: thread t of core c is c + t * cores per node) or "consecutive".
     sibling_numbering: Annotated[

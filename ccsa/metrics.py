@@ -151,6 +151,14 @@ class SnapshotCollector(Collector):
         for status, count in sorted(snap.labelled("blocked_answers").items()):
             blocked_answers.add_metric([status], count)
         yield blocked_answers
+        dropped = CounterMetricFamily(
+            "ccsa_retention_dropped",
+            "Rows of clusters cc-backend does not know, dropped by unknownClusterRetention.",
+            labels=["cluster"],
+        )
+        for cluster, count in sorted(snap.labelled("retention_dropped").items()):
+            dropped.add_metric([cluster], count)
+        yield dropped
         blocked = GaugeMetricFamily(
             "ccsa_channel_blocked",
             "1 while every request of the channel is refused (token, proxy, NATS down).",

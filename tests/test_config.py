@@ -66,6 +66,7 @@ def test_every_default(tmp_path: Path) -> None:
         "cc_rest_insecure": False,
         "metrics_listen": "",
         "sibling_numbering": "spread",
+        "unknown_cluster_retention": 259200,
         "config_path": path,
         "warnings": (),
     }

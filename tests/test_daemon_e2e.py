@@ -392,6 +392,9 @@ class FakeDaemon:
     def delivered_before(self) -> float | None:
         return None
 
+    def drop_unknown_clusters(self, before: float) -> dict[str, int]:
+        return {}
+
     def wake(self) -> None:
         pass
 

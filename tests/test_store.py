@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -386,3 +387,38 @@ def test_delivered_before_is_the_oldest_undelivered_action_or_the_watermark(
     (second,) = store.eligible(0, 10)
     store.rest_done(second, publish_nats=False, now=3.0)
     assert store.delivered_before() == 200.0  # the outbox is empty: the oldest watermark
+
+
+def on_cluster(cluster: str, action: QueueStart | QueueStop) -> QueueStart | QueueStop:
+    """The same action for a job of another cluster."""
+    key = JobKey(cluster, action.key.job_id, action.key.start_time)
+    body = msgspec.structs.replace(action.body, cluster=cluster)
+    return dataclasses.replace(action, key=key, body=body)  # type: ignore[type-var]
+
+
+def test_retention_drops_old_rows_of_clusters_cc_backend_does_not_know(store: Store) -> None:
+    """Issue 17 item 7: parked rows (with their job scripts) and the job rows of a cluster
+    cc-backend does not know ("no such cluster: X", v1.5.4 internal/importer/initDB.go) grew
+    without bound. unknownClusterRetention drops those older than the retention; parked rows
+    of known clusters stay for redrive."""
+    gone = [on_cluster("gone", a) for a in (start(1), stop(1), start(2))]
+    store.apply("gone", gone, now=10.0, rest=True, nats=False)
+    store.apply("c1", [start(3)], now=10.0, rest=True, nats=False)
+    for row in store.eligible(0, 10):
+        if row.kind == "start":
+            reason = "400 Bad Request: " + (
+                "no such cluster: gone" if row.key.cluster == "gone" else "no subcluster"
+            )
+            store.park(row, 400, reason, 100.0 if row.key.job_id == 1 else 5000.0)
+    assert store.parked_count() == 4  # job 1's start and stop, job 2's start, job 3's start
+    assert store.drop_unknown_clusters(before=50.0) == {}
+    dropped = store.drop_unknown_clusters(before=1000.0)
+    assert dropped == {"gone": 3}  # job 1: start and stop parked, and its job row
+    assert {(p.row.key.cluster, p.row.key.job_id) for p in store.parked()} == {
+        ("gone", 2),
+        ("c1", 3),
+    }
+    assert store.job(JobKey("gone", 1, 100)) is None
+    assert store.job(JobKey("gone", 2, 100)) is not None  # still parked: kept
+    assert store.drop_unknown_clusters(before=10_000.0) == {"gone": 2}
+    assert [p.row.key.cluster for p in store.parked()] == ["c1"]  # a known cluster: kept

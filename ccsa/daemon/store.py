@@ -38,6 +38,10 @@ __all__ = ["SCHEMA_VERSION", "ApplyResult", "OutboxRow", "ParkedRow", "Store", "
 
 _start_decoder = msgspec.json.Decoder(StartJob)
 
+#: cc-backend's error for a start of a cluster it has no cluster.json for (v1.5.4
+#: internal/importer/initDB.go: ``fmt.Errorf("no such cluster: %v", job.Cluster)``).
+UNKNOWN_CLUSTER = "no such cluster"
+
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
@@ -249,3 +253,36 @@ class Store(JobTable, Outbox):
         (mark,) = self._db.execute("SELECT min(ts) FROM watermark").fetchone()
         times = [float(t) for t in (oldest, mark) if t is not None]
         return min(times) if times else None
+
+    def drop_unknown_clusters(self, before: float) -> dict[str, int]:
+        """Retention (issue 17 item 7): drop the parked rows parked before ``before`` of each
+        cluster cc-backend does not know (a start of it was refused with cc-backend's "no such
+        cluster", v1.5.4 internal/importer/initDB.go SanityChecks), with the job rows (their
+        resources) of those jobs that nothing waits for any more. Returns the rows dropped per
+        cluster (parked and job rows together)."""
+        dropped: dict[str, int] = {}
+        with self._tx() as db:
+            clusters = [
+                str(c)
+                for (c,) in db.execute(
+                    "SELECT DISTINCT cluster FROM parked WHERE kind='start' AND status=400 AND "
+                    "reason LIKE ?",
+                    (f"%{UNKNOWN_CLUSTER}%",),
+                )
+            ]
+            for cluster in clusters:
+                parked = db.execute(
+                    "DELETE FROM parked WHERE cluster=? AND parked_at < ?", (cluster, before)
+                ).rowcount
+                jobs = db.execute(
+                    "DELETE FROM jobs WHERE cluster=? AND updated < ? AND phase IN "
+                    "('start_queued', 'stop_queued') AND NOT EXISTS (SELECT 1 FROM outbox o "
+                    "WHERE o.cluster=jobs.cluster AND o.job_id=jobs.job_id AND "
+                    "o.start_time=jobs.start_time) AND NOT EXISTS (SELECT 1 FROM parked p "
+                    "WHERE p.cluster=jobs.cluster AND p.job_id=jobs.job_id AND "
+                    "p.start_time=jobs.start_time)",
+                    (cluster, before),
+                ).rowcount
+                if parked + jobs:
+                    dropped[cluster] = parked + jobs
+        return dropped

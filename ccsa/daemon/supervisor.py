@@ -69,9 +69,15 @@ class NotifierLike(Protocol):
 
 
 def _touch_lastrun(daemon: Daemon) -> None:
-    """lastRunPath's mtime: everything before it reached cc-backend (issue 17 item 4)."""
+    """lastRunPath's mtime: everything before it reached cc-backend (issue 17 item 4); and the
+    retention of rows of clusters cc-backend does not know (item 7)."""
     when = daemon.store.delivered_before()
     _touch(daemon.cfg.last_run_path, daemon.syncer.now() if when is None else when)
+    keep = daemon.cfg.unknown_cluster_retention
+    for cluster, n in daemon.store.drop_unknown_clusters(daemon.syncer.now() - keep).items():
+        daemon.stats.retention_dropped[cluster] += n
+        log.warning("%s: dropped %d parked/job rows older than %.0f s (unknownClusterRetention):"
+                    " cc-backend does not know this cluster", cluster, n, keep)  # fmt: skip
 
 
 def _touch(path: str, when: float) -> None:
