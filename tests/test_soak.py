@@ -35,7 +35,17 @@ from tests.soak_driver import (
 #: The fault kinds the soaks inject: issue 8's, and of issue 17's and 18's those whose fix is on
 #: main and that a soak has passed with (a kind goes in when its fix lands, so the short soak in
 #: CI stays green at every landing).
-ENABLED = BASE_FAULTS | {"requeue", "preempt", "corrupt_record", "nats_outage", "empty_user"}
+ENABLED = BASE_FAULTS | {
+    "requeue",  # no fix needed: the first run is kept, the second is a refused 422
+    "preempt",
+    "corrupt_record",  # #17 item 5 (9217a5a)
+    "nats_outage",  # #17 item 1 (e5fdc7e)
+    "nats_revoke",
+    "empty_user",  # #17 item 3 (96a75a1)
+    "http_401",  # #17 item 2 (d90fb40)
+    "proxy_html",
+    "dbd_lag",  # #18 item 3 (a58bcc2)
+}
 #: not yet enabled: waiting for their fixes (see each engineer's issue item)
 WAITING = (ISSUE17_FAULTS | ISSUE18_FAULTS) - ENABLED
 
@@ -226,3 +236,30 @@ def test_verify_requeued_refused_and_powered_up() -> None:
 def test_enabled_kinds_are_known() -> None:
     assert ENABLED <= ALL_FAULTS
     assert not ENABLED & WAITING
+
+
+def test_verify_cores_without_gpus_only_for_jobs_seen_finished() -> None:
+    """A GPU job ccsa saw only after it ended has slurmctld's cores but no GPU indices (the
+    finished record's gres_detail is empty): counted, not a problem; the same for a job a
+    successful poll saw running is a problem."""
+    from ccsa.sim.ccbackend.state import Event, StoredJob
+    from ccsa.sim.slurm.cluster import JobTruth, NodeTruth
+
+    truth = JobTruth(cluster="c", job_id=1, array_job_id=0, array_task_id=None, het_job_id=0,
+                     het_offset=None, name="g", user="u", account="a", partition="gpu",
+                     submit=0, start=100, end=200, state="COMPLETED", shared="", restarts=0,
+                     nodes=(NodeTruth("gpu1", (0, 1), (0,)),))  # fmt: skip
+    row = StoredJob(db_id=1, committed=True, job_id=1, cluster="c", sub_cluster="s",
+                    start_time=100, user="u", project="a", partition="gpu", shared="none",
+                    state="completed", duration=100, walltime=0, num_nodes=1, num_hwthreads=2,
+                    num_acc=1, smt=0, monitoring_status=1, array_job_id=0,
+                    resources=[{"hostname": "gpu1", "hwthreads": [0, 1]}],
+                    meta_data=None)  # fmt: skip
+    events = [Event(0.0, "start", "rest", "c", 1, 100, 201, ""),
+              Event(0.0, "stop", "rest", "c", 1, 100, 200, "")]  # fmt: skip
+    pci = {r"^gpu\d+$": ["0000:01:00.0"]}
+    unseen = verify([truth], events, [row], polls=[50.0, 300.0], pci=pci)
+    assert (unseen.cores_only_uncapturable, unseen.problems) == (1, [])
+    seen = verify([truth], events, [row], polls=[150.0], pci=pci)
+    assert seen.missing_resources == 1
+    assert seen.problems == ["c/1: gpu1: accelerators None != ['0000:01:00.0']"]

@@ -61,6 +61,7 @@ class Verdict:
     capturable: int = 0
     full_resources: int = 0
     host_only_uncapturable: int = 0
+    cores_only_uncapturable: int = 0
     gpu_jobs_checked: int = 0
     running_at_cutoff: int = 0
     running_ok: int = 0
@@ -95,6 +96,7 @@ class Verdict:
             ("with Slurm's hwthreads + GPUs", self.full_resources),
             ("  of them with GPUs", self.gpu_jobs_checked),
             ("host names only (ccsa could not see them)", self.host_only_uncapturable),
+            ("cores, no GPU indices (seen only finished)", self.cores_only_uncapturable),
             (
                 "repeats answered 422 (start) / 422,404 (stop)",
                 f"{self.starts_422} / {self.stops_422_404}",
@@ -347,7 +349,11 @@ def _judge_resources(
     v.capturable += seen
     if seen or has_hw:
         problem = resource_problem(j, row, pci)
-        if problem:
+        if problem and not seen and _cores_only(j, row):
+            # seen only finished: slurmctld's record keeps the cores, not the GPU indices
+            # (gres_detail is emptied at the end; docs/daemon.md "The poll" step 4)
+            v.cores_only_uncapturable += 1
+        elif problem:
             v.missing_resources += 1
             v.problems.append(f"{name}: {problem}")
         else:
@@ -357,3 +363,13 @@ def _judge_resources(
         v.host_only_uncapturable += 1
     else:
         v.problems.append(f"{name}: hosts {hosts} != Slurm's {[n.hostname for n in j.nodes]}")
+
+
+def _cores_only(j: JobTruth, row: StoredJob) -> bool:
+    """Slurm's hosts and hwthreads, and no accelerators at all."""
+    if [r.get("hostname") for r in row.resources] != [n.hostname for n in j.nodes]:
+        return False
+    return all(
+        list(r.get("hwthreads") or []) == list(n.hwthreads) and not r.get("accelerators")
+        for r, n in zip(row.resources, j.nodes, strict=True)
+    )
