@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from ccsa.errors import ConfigError
-from ccsa.sim.ccbackend import clusters
+from ccsa.sim.ccbackend import clusters, topologies
 from ccsa.sim.ccbackend.auth import AuthConfig
 from ccsa.sim.ccbackend.server import StandIn
 from ccsa.sim.ccbackend.state import Backend
@@ -83,6 +83,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="generated cluster: NAME (one sub-cluster 'main' with nodes '*') or "
         "NAME=SUB:HOSTLIST[;SUB:HOSTLIST...] (repeatable)",
     )
+    cl.add_argument(
+        "--example-topologies",
+        action="store_true",
+        help="also serve the example clusters with real topologies (smtx86, armc, gpux, nocore)",
+    )
     ver = p.add_argument_group("behaviour / version switches")
     ver.add_argument(
         "--commit-interval",
@@ -100,6 +105,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--nats-mode",
         action="store_true",
         help="main.api-subjects set: REST start_job/stop_job answer 404",
+    )
+    ver.add_argument(
+        "--no-clusters-api",
+        action="store_true",
+        help="GET /api/clusters/ answers 404 (clients fall back to Slurm's node shapes)",
     )
     return p.parse_args(argv)
 
@@ -128,6 +138,10 @@ def build(args: argparse.Namespace) -> tuple[StandIn, str | None]:
     for spec in args.cluster:
         cfg = _parse_cluster(spec)
         configs[cfg.name] = cfg
+    if args.example_topologies:
+        for doc in topologies.examples():
+            cfg = topologies.config(doc)
+            configs[cfg.name] = cfg
     if not configs:
         raise ConfigError("command line", "no cluster: give --cluster-config or --cluster")
     backend = Backend(
@@ -135,6 +149,7 @@ def build(args: argparse.Namespace) -> tuple[StandIn, str | None]:
         commit_interval=args.commit_interval,
         legacy_v14=args.legacy_v14,
         nats_mode=args.nats_mode,
+        clusters_api=not args.no_clusters_api,
     )
     auth: AuthConfig | None = None
     token = None

@@ -119,6 +119,28 @@ class SubCluster:
     nodes: str
     hosts: HostList | None  # None for "*"
     accelerators: tuple[str, ...] = ()
+    #: Every hardware-thread id of a node (``topology.node``, else the union of
+    #: ``topology.core``); None when the config has neither (then nothing is checked).
+    hwthreads: frozenset[int] | None = None
+
+    def unknown_ids(self, resource: Mapping[str, object]) -> str | None:
+        """The first hwthread or accelerator id of ``resource`` this topology lacks, described.
+
+        cc-backend selects per-hwthread and per-accelerator series by these ids
+        (``pkg/metricstore/scopequery.go``) and silently selects nothing for unknown ones; the
+        stand-in refuses them so that tests notice.
+        """
+        hw = resource.get("hwthreads")
+        if self.hwthreads is not None and isinstance(hw, list):
+            for x in hw:
+                if x not in self.hwthreads:
+                    return f"hwthread {x}"
+        acc = resource.get("accelerators")
+        if self.accelerators and isinstance(acc, list):
+            for a in acc:
+                if a not in self.accelerators:
+                    return f"accelerator {a}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -143,9 +165,24 @@ class ClusterConfig:
         return None
 
 
-def _sub(name: str, nodes: str, accelerators: Iterable[str] = ()) -> SubCluster:
+def _sub(
+    name: str,
+    nodes: str,
+    accelerators: Iterable[str] = (),
+    hwthreads: frozenset[int] | None = None,
+) -> SubCluster:
     hosts = None if nodes.strip() == "*" else HostList.parse(nodes)
-    return SubCluster(name, nodes, hosts, tuple(accelerators))
+    return SubCluster(name, nodes, hosts, tuple(accelerators), hwthreads)
+
+
+def _hwthreads(topo: Mapping[str, object]) -> frozenset[int] | None:
+    ids: set[int] = set()
+    node, core = topo.get("node"), topo.get("core")
+    if isinstance(node, list):
+        ids.update(x for x in node if isinstance(x, int))
+    if isinstance(core, list):
+        ids.update(x for c in core if isinstance(c, list) for x in c if isinstance(x, int))
+    return frozenset(ids) if ids else None
 
 
 def minimal(name: str, sub_clusters: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -176,10 +213,13 @@ def from_dict(data: object, source: str) -> ClusterConfig:
             raise ConfigError(source, "must be a hostlist string", key + ".nodes")
         topo = sc.get("topology")
         accs: list[str] = []
-        if isinstance(topo, dict) and isinstance(topo.get("accelerators"), list):
-            accs = [str(a.get("id")) for a in topo["accelerators"] if isinstance(a, dict)]
+        hwthreads = None
+        if isinstance(topo, dict):
+            hwthreads = _hwthreads(topo)
+            if isinstance(topo.get("accelerators"), list):
+                accs = [str(a.get("id")) for a in topo["accelerators"] if isinstance(a, dict)]
         try:
-            subs.append(_sub(sc_name, nodes, accs))
+            subs.append(_sub(sc_name, nodes, accs, hwthreads))
         except ValueError as exc:
             raise ConfigError(source, str(exc), key + ".nodes") from None
     return ClusterConfig(name, tuple(subs), data)

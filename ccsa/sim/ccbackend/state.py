@@ -173,6 +173,9 @@ def error_reply(status: int, message: str) -> Reply:
     return Reply(status, body.encode())
 
 
+_NOT_FOUND = {"error": "the requested endpoint does not exist", "status": "Resource not found"}
+
+
 def map_reply(status: int, values: Mapping[str, str]) -> Reply:
     """A Go ``map[string]string`` body: keys sorted, newline-terminated (401, generic 404)."""
     return Reply(status, (go_json(dict(sorted(values.items()))) + "\n").encode())
@@ -338,6 +341,11 @@ class Backend:
             Production's default is 120 (``cron.commit-job-worker`` = 2m).
         legacy_v14: ≤v1.4 behaviour: a stop of an unknown job is 422, and the 8-state list.
         nats_mode: ``main.api-subjects`` is set: the HTTP layer hides REST start/stop (404).
+        clusters_api: False = ``GET /api/clusters/`` answers 404 (a cc-backend without it).
+
+    Stricter than cc-backend on one point: a start whose hwthread or accelerator ids are not in
+    its subcluster's topology is refused with 400 (cc-backend accepts it and its metric
+    selection then silently finds nothing for those ids; see ``SubCluster.unknown_ids``).
     """
 
     def __init__(
@@ -348,8 +356,10 @@ class Backend:
         commit_interval: float = 0.0,
         legacy_v14: bool = False,
         nats_mode: bool = False,
+        clusters_api: bool = True,
     ) -> None:
         self.clusters = dict(clusters)
+        self.clusters_api = clusters_api
         self.clock = clock
         self.commit_interval = commit_interval
         self.legacy_v14 = legacy_v14
@@ -445,6 +455,18 @@ class Backend:
                     f"len(resources) does not equal numNodes ({len(resources)} vs {num_nodes})",
                 )
             )
+        topology = cluster.sub_cluster(sub_name)
+        for r in resources:
+            unknown = topology.unknown_ids(r or {}) if topology is not None else None
+            if unknown is not None:
+                host = (r or {}).get("hostname", "")
+                raise _Rejected(
+                    error_reply(
+                        400,
+                        f"ARCHIVE/CLUSTERCONFIG > {unknown} of host {host} is not in the "
+                        f"topology of subcluster {sub_name} (cluster: {cluster_name})",
+                    )
+                )
         job_id: int = req.get("jobId", 0)
         start: int = req.get("startTime", 0)
         # Step 5: duplicate check against the committed `job` table only, signed difference.
@@ -723,7 +745,12 @@ class Backend:
 
         Loaded configs are returned as read; generated ones as name + sub-cluster node lists.
         """
+        if not self.clusters_api:
+            return map_reply(404, _NOT_FOUND)
         wanted = [v for k, v in query if k == "cluster"]
+        for name in wanted:
+            if name not in self.clusters:  # internal/api/cluster.go getClusters
+                return error_reply(400, f"unknown cluster: {name}")
         out: list[Mapping[str, object]] = []
         for name, cfg in sorted(self.clusters.items()):
             if wanted and name not in wanted:
