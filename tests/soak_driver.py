@@ -54,8 +54,7 @@ from typing import Any, TextIO
 import msgspec
 import trio
 
-from ccsa.demo import DEMO_MIX, gpu_pci_map
-from ccsa.sim.ccbackend.clusters import minimal
+from ccsa.demo import DEMO_MIX, gpu_pci_map, standin_cluster
 from ccsa.sim.ccbackend.server import StandIn
 from ccsa.sim.ccbackend.state import Backend
 from ccsa.sim.slurm import JobSpec, JobTruth, SimCluster
@@ -594,7 +593,7 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
     )
     await trio.to_thread.run_sync(sim.submit_many, specs)
     pci = gpu_pci_map(spec)
-    backend = Backend({CLUSTER: minimal(CLUSTER)})
+    backend = Backend({CLUSTER: standin_cluster(spec, pci)})
     standin = StandIn(backend)
     nats = None
     if plan.nats:

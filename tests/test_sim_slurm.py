@@ -174,7 +174,9 @@ def check_queue_invariants(doc: squeue.QueueDoc, raw: dict[str, Any], dp: str) -
             ncores = len(a["sockets"][0]["cores"])
             assert all(len(s["cores"]) == ncores for s in a["sockets"])
             used = sum(c["status"] == ["ALLOCATED"] for s in a["sockets"] for c in s["cores"])
-            assert used == a["cpus"]["count"] > 0
+            # whole cores: CPUs = cores x threads per core (1 or 2 in the default cluster)
+            assert a["cpus"]["count"] in (used, 2 * used)
+            assert used > 0
         if state == "RUNNING" and rj["tres_per_node"]:
             assert len(job.gres_detail) == len(alloc)
         else:
@@ -250,7 +252,10 @@ def test_resources_match_ground_truth(sim: SimCluster) -> None:
                 for c in s["cores"]
                 if c["status"][0] == "ALLOCATED"
             ]
-            assert tuple(cores) == t.nodes[i].hwthreads
+            threads = a["cpus"]["count"] // len(cores)  # whole cores (Slurm's CR_Core)
+            per_node = ncores * len(a["sockets"])
+            hw = tuple(c + k * per_node for c in cores for k in range(threads))
+            assert hw == t.nodes[i].hwthreads
             if j["gres_detail"]:
                 assert tuple(gpu_indices(j["gres_detail"][i])) == t.nodes[i].gpus
             else:

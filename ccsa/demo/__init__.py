@@ -22,7 +22,7 @@ import sys
 import trio
 
 from ccsa.demo.run import Demo, _nats_binary, run_demo
-from ccsa.demo.workload import DEMO_MIX, MIN_RUN, gpu_pci_map, shape_workload
+from ccsa.demo.workload import DEMO_MIX, MIN_RUN, gpu_pci_map, shape_workload, standin_cluster
 
 __all__ = [
     "DEMO_MIX",
@@ -32,6 +32,7 @@ __all__ = [
     "gpu_pci_map",
     "run_demo",
     "shape_workload",
+    "standin_cluster",
 ]
 
 

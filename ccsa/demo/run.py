@@ -38,6 +38,7 @@ from ccsa.demo.workload import (
     gpu_types,
     scale_for,
     shape_workload,
+    standin_cluster,
 )
 from ccsa.errors import DaemonError
 from ccsa.sockaddr import UnixAddr
@@ -99,7 +100,6 @@ class Demo:
 
     async def run(self) -> int:
         from ccsa.sim.ccbackend.auth import AuthConfig
-        from ccsa.sim.ccbackend.clusters import minimal
         from ccsa.sim.ccbackend.server import StandIn
         from ccsa.sim.ccbackend.state import Backend
         from ccsa.sim.slurm import SimCluster
@@ -122,7 +122,7 @@ class Demo:
         pci = gpu_pci_map(spec)
         auth = AuthConfig.generate()
         nats_port = _free_port() if self.nats else None
-        backend = Backend({CLUSTER: minimal(CLUSTER)}, nats_mode=nats_port is not None)
+        backend = Backend({CLUSTER: standin_cluster(spec, pci)}, nats_mode=nats_port is not None)
         standin = StandIn(backend, auth=auth)
         consumer: NatsConsumer | None = None
         async with trio.open_nursery() as nursery:

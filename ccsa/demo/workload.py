@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
+    from ccsa.sim.ccbackend.clusters import ClusterConfig
     from ccsa.sim.slurm import ClusterSpec, JobSpec
 
 CLUSTER = "demo"
@@ -89,6 +90,21 @@ def gpu_pci_map(spec: ClusterSpec) -> dict[str, list[str]]:
         addrs = list(pool[:count]) + [f"0000:{0xC0 + i:02x}:00.0" for i in range(count - len(pool))]
         out[rf"^{group.prefix}\d+$"] = addrs
     return out
+
+
+def standin_cluster(spec: ClusterSpec, pci: Mapping[str, list[str]]) -> ClusterConfig:
+    """The stand-in's cluster.json for the simulated cluster: one subcluster per node group
+    with its real topology (SMT threads numbered as Linux on x86 does) and the group's GPU ids,
+    so the stand-in refuses any hwthread or GPU id that cc-backend could not match."""
+    from ccsa.hostlist import compress
+    from ccsa.sim.ccbackend import topologies
+
+    groups = [
+        (g.prefix, compress(g.names()), g.sockets, g.cores, g.threads,
+         pci.get(rf"^{g.prefix}\d+$", []))
+        for g in spec.groups
+    ]  # fmt: skip
+    return topologies.config(topologies.for_nodes(spec.name, groups))
 
 
 def gpu_types(spec: ClusterSpec) -> dict[str, list[str]]:

@@ -114,15 +114,13 @@ def examples() -> list[Doc]:
     ]
 
 
-def for_nodes(name: str, groups: Sequence[tuple[str, str, int, int, int, int]]) -> Doc:
-    """A cluster for node groups ``(subcluster, hostlist, sockets, cores, threads, gpus)``."""
+def for_nodes(name: str, groups: Sequence[tuple[str, str, int, int, int, Sequence[str]]]) -> Doc:
+    """A cluster for node groups ``(subcluster, hostlist, sockets, cores, threads, GPU ids)``."""
     return cluster(
         name,
         [
-            subcluster(
-                sub, nodes, sockets=s, cores=c, threads=t, accelerators=gpu_ids(g) if g else ()
-            )
-            for sub, nodes, s, c, t, g in groups
+            subcluster(sub, nodes, sockets=s, cores=c, threads=t, accelerators=acc)
+            for sub, nodes, s, c, t, acc in groups
         ],
     )
 

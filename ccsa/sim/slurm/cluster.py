@@ -27,17 +27,24 @@ from ccsa.sim.slurm.model import (
     Fault,
     Job,
     JobSpec,
+    NodeGroup,
     State,
     UserSpec,
 )
 
 
 class NodeTruth(msgspec.Struct, frozen=True):
-    """One node of a job: hostname, hwthreads (core ids as cc-backend gets them), GPU indices."""
+    """One node of a job: hostname, hwthreads (every hardware thread of each allocated core, Linux
+    x86 numbering: thread t of core c is ``c + t * cores per node``), GPU indices."""
 
     hostname: str
     hwthreads: tuple[int, ...]
     gpus: tuple[int, ...]
+
+
+def _threads(cores: tuple[int, ...], group: NodeGroup) -> tuple[int, ...]:
+    n = group.ncores
+    return tuple(c + t * n for c in sorted(cores) for t in range(group.threads))
 
 
 class RecordTruth(msgspec.Struct, frozen=True):
@@ -321,13 +328,17 @@ class SimCluster:
         """Ground truth of every submitted job record at now (array meta records excluded)."""
         now = self.now
         out: list[JobTruth] = []
+        groups = {n: g for c in self.state.clusters for n, g in c.group_of().items()}
         for v in render.visible(self.state.jobs, now):
             j = v.job
             if cluster and j.cluster != cluster:
                 continue
             run = v.run
-            # hwthreads as cc-backend gets them from job_resources: core ids (socket*cores+core)
-            nodes = tuple(NodeTruth(a.node, a.cores, a.gpus) for a in (run.allocs if run else ()))
+            # hwthreads: every thread of each allocated core (socket*cores+core), spread numbering
+            nodes = tuple(
+                NodeTruth(a.node, _threads(a.cores, groups[a.node]), a.gpus)
+                for a in (run.allocs if run else ())
+            )
             out.append(
                 JobTruth(
                     cluster=j.cluster,

@@ -56,7 +56,8 @@ def default_cluster(
     n_gpu = max(1, (nodes * 2) // 7)
     n_cn = nodes - n_hx - n_gpu
     groups = (
-        NodeGroup(prefix=f"{name[:1]}cn", count=n_cn, sockets=2, cores=8, memory=64000),
+        # SMT CPU nodes (2 sockets x 8 cores x 2 threads), the GPU nodes without SMT
+        NodeGroup(prefix=f"{name[:1]}cn", count=n_cn, sockets=2, cores=8, threads=2, memory=64000),
         NodeGroup(
             prefix=f"{name[:1]}gpu",
             count=n_gpu,
