@@ -302,6 +302,19 @@ class BackendClient:
                 return list(found.values())
             page += 1
 
+    async def clusters(self) -> bytes:
+        """``GET /api/clusters/``: the answer's bytes (decoded by ``ccsa.topology``).
+
+        Raises:
+            BackendUnavailable: transport error, timeout, 5xx.
+            BackendRejected: any other non-200 answer (404: a cc-backend without the route).
+        """
+        what = "GET /api/clusters/"
+        status, content = await self._request(b"GET", self._url(b"/api/clusters/"), b"", what)
+        if status != 200:
+            classify("get_jobs", status, content, what)  # raises for every non-200
+        return content
+
 
 _DELIVERED_OUTCOMES: dict[Endpoint, Outcome] = {
     endpoint: Outcome("delivered", status, f"{status} {reason(status)}")

@@ -28,6 +28,7 @@ from ccsa.daemon.delivery import Delivery, NatsPublisher
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import OutboxRow, Store
 from ccsa.daemon.sync import Syncer
+from ccsa.daemon.topocache import TopologyKeeper
 from ccsa.daemon.windows import FIRST_SUB_WINDOW, SubWindows
 from ccsa.errors import BackendError
 from ccsa.natsbus import lineproto
@@ -51,6 +52,7 @@ class Pipeline:
     client: BackendClient
     delivery: Delivery
     syncer: Syncer
+    topology: TopologyKeeper | None = None
 
 
 def slurm_for(cfg: Config) -> Slurm:
@@ -136,10 +138,12 @@ async def build(
             stats.node_state_failures += 1
             log.warning("%s: node state not accepted: %s", body.cluster, exc)
 
+    opts = convert.ConvertOptions.from_config(cfg)
+    keeper = TopologyKeeper(opts.layouts, client.clusters, store.connection, now, opts.pci_list)
     syncer = Syncer(
         slurm,
         store,
-        convert.ConvertOptions.from_config(cfg),
+        opts,
         now=now,
         rest=cfg.cc_rest_submit_jobs,
         nats=cfg.nats_enabled,
@@ -151,4 +155,4 @@ async def build(
         post_node_state=post_node_state,
         stats=stats,
     )
-    return Pipeline(cfg, store, stats, slurm.runner, slurm, client, delivery, syncer)
+    return Pipeline(cfg, store, stats, slurm.runner, slurm, client, delivery, syncer, keeper)

@@ -31,6 +31,7 @@ from ccsa.daemon.snapshot import (
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import Store
 from ccsa.daemon.sync import Syncer
+from ccsa.daemon.topocache import TopologyKeeper
 from ccsa.slurm.runner import SlurmRunner
 
 __all__ = ["Daemon"]
@@ -52,6 +53,7 @@ class Daemon:
     started_at: float = 0.0
     prep_bound: list[str] = field(default_factory=list)
     last_tick_ok: bool | None = None
+    topology: TopologyKeeper | None = None
 
     @classmethod
     def of(cls, pipe: Pipeline, clusters: list[str], started_at: float) -> Daemon:
@@ -65,6 +67,7 @@ class Daemon:
             pipe.client,
             clusters,
             started_at=started_at,
+            topology=pipe.topology,
         )
 
     def status(self) -> StatusSnapshot:
@@ -122,6 +125,7 @@ class Daemon:
             prep_listen=self.prep_bound,
             slurm_commands=msgspec.convert(self.runner.stats(), SlurmStats),
             counters=self.stats.as_dict(),
+            topology=self.topology.status() if self.topology is not None else None,
         )
 
     def _oldest_waiting(self) -> WaitingEntry | None:

@@ -20,6 +20,7 @@ __all__ = [
     "ParkedEntry",
     "SlurmStats",
     "StatusSnapshot",
+    "TopologyStatus",
     "WaitingEntry",
     "decode",
     "encode",
@@ -119,6 +120,24 @@ class SlurmStats(msgspec.Struct, kw_only=True):
 Counters = dict[str, int | dict[str, int]]
 
 
+class TopologyStatus(msgspec.Struct, kw_only=True):
+    """cc-backend's cluster topology in use (``ccsa.daemon.topocache``) and each host's source.
+
+    ``origin``: ``cc-backend`` (fetched this run), ``state DB`` (kept from an earlier run) or
+    ``""`` (none). ``hosts``: cluster -> {source: hosts} over the hosts sinfo reported, source
+    ``topology``, ``slurm`` or ``slurm (topology disagrees)`` (``ccsa.layout``); ``gpus``:
+    cluster -> {``gpuPciAddrs`` | ``topology`` | ``none``: GPU hosts}.
+    """
+
+    origin: str = ""
+    fetched_at: float | None = None
+    last_error: str | None = None
+    problems: list[str] = msgspec.field(default_factory=list)
+    mismatches: list[str] = msgspec.field(default_factory=list)
+    hosts: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    gpus: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+
+
 class StatusSnapshot(msgspec.Struct, kw_only=True):
     """The daemon's state at one moment (see the module docstring for who reads it)."""
 
@@ -138,6 +157,7 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     prep_listen: list[str] = msgspec.field(default_factory=list)
     slurm_commands: SlurmStats = msgspec.field(default_factory=SlurmStats)
     counters: Counters = msgspec.field(default_factory=dict)
+    topology: TopologyStatus | None = None
 
     def counter(self, name: str) -> int:
         """A plain counter's value (0 when absent or labelled)."""

@@ -244,6 +244,11 @@ class StateDB:
                     db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for a module's own small table (``ccsa.daemon.topocache``)."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 

@@ -154,6 +154,9 @@ async def main(
                     cfg, store, astack, stats=stats, now=now, slurm=slurm, dry_run=dry_run, out=out
                 )
                 daemon = Daemon.of(pipe, clusters, now())
+                if pipe.topology is not None:  # hwthread/GPU ids as cc-backend indexes them
+                    pipe.topology.load_saved()
+                    await pipe.topology.refresh()
                 if once or dry_run:
                     status = await _once(daemon, dry_run, once_timeout, task_status)
                 else:
@@ -239,6 +242,8 @@ async def _serve(
                     await work.start(metrics.serve, cfg.metrics_listen, daemon.status)
                 stop.scope = work.cancel_scope  # a signal now stops the intake
                 work.start_soon(_ticker, daemon, notify)
+                if daemon.topology is not None:
+                    work.start_soon(daemon.topology.run, cfg.cc_poll_interval)
                 if cfg.cc_rest_jwt.get():  # GET /api/jobs/ needs the JWT, not ccRestSubmitJobs
                     work.start_soon(
                         partial(

@@ -39,6 +39,7 @@ from ccsa.daemon.store import ApplyResult, Store
 from ccsa.daemon.undecodable import Undecodable, without_waits
 from ccsa.daemon.windows import SubWindows, as_datetime, density, poll_window, utc
 from ccsa.errors import BackendError, SlurmError
+from ccsa.nodestate import NodeLoad, node_load, node_shapes
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
@@ -122,6 +123,8 @@ class Syncer:
     lag: LagWatch = field(init=False)
     #: records Slurm sent that do not decode (issue #17 item 5), for the log and ``status``
     undecodable: Undecodable = field(default_factory=Undecodable)
+    #: Per-node load of each cluster's running jobs, from the last poll's squeue (node state).
+    loads: dict[str, dict[str, NodeLoad] | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scripts = ScriptSource(self.slurm, self.store)
@@ -215,6 +218,8 @@ class Syncer:
         self.undecodable.waits(cluster, "squeue", queue_doc.bad)  # sacct's record decides
         queue_jobs = queue_doc.jobs
         del queue_doc
+        if last:
+            self.loads[cluster] = node_load(queue_jobs)
         queue = {q.job_id: q for q in queue_jobs}
         ids = {j.job_id for j in accts}
         ids.update(queue)
@@ -288,7 +293,8 @@ class Syncer:
             return False
         try:
             doc = await self.slurm.sinfo(cluster)
-            body = convert.node_state(doc, cluster, self.opts)
+            self.opts.layouts.set_shapes(cluster, node_shapes(doc))  # hwthread numbering
+            body = convert.node_state(doc, cluster, self.opts, self.loads.get(cluster))
             await self.post_node_state(body)
         except (SlurmError, BackendError) as exc:
             self.stats.node_state_failures += 1
