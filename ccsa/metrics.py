@@ -25,7 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ccsa import sockaddr
-from ccsa.daemon.snapshot import ClusterStatus, SlurmStats, StatusSnapshot
+from ccsa.daemon.snapshot import ClusterStatus, SlurmStats, StatusSnapshot, TopologyStatus
 from ccsa.errors import ConfigError, DaemonError
 
 __all__ = ["CONTENT_TYPE", "SnapshotCollector", "exposition", "listen_address", "serve"]
@@ -139,6 +139,7 @@ class SnapshotCollector(Collector):
         yield from self._waiting(snap)
         yield from self._clusters(snap.clusters)
         yield from self._slurm(snap.slurm_commands)
+        yield from self._topology(snap.topology)
 
     @staticmethod
     def _waiting(snap: StatusSnapshot) -> Iterator[Metric]:
@@ -188,6 +189,36 @@ class SnapshotCollector(Collector):
                 if value is not None:  # unknown (never synced, no sdiag yet): no sample
                     family.add_metric([name], value)
             yield family
+
+    @staticmethod
+    def _topology(topo: TopologyStatus | None) -> Iterator[Metric]:
+        """Hosts by where their hwthread / GPU ids come from (docs/resources.md)."""
+        hosts = GaugeMetricFamily(
+            "ccsa_hwthread_source_hosts",
+            "Hosts by the source of their hwthread ids: topology (cc-backend), slurm "
+            "(Slurm's shape and siblingNumbering), slurm (topology disagrees).",
+            labels=["cluster", "source"],
+        )
+        gpus = GaugeMetricFamily(
+            "ccsa_gpu_source_hosts",
+            "GPU hosts by the source of their accelerator ids: gpuPciAddrs, topology, none.",
+            labels=["cluster", "source"],
+        )
+        fetched = GaugeMetricFamily(
+            "ccsa_topology_fetched_timestamp_seconds",
+            "When the cluster topology in use was fetched from cc-backend (0: none).",
+            value=(topo.fetched_at or 0.0) if topo is not None else 0.0,
+        )
+        if topo is not None:
+            for cluster, counts in sorted(topo.hosts.items()):
+                for source, n in sorted(counts.items()):
+                    hosts.add_metric([cluster, source], n)
+            for cluster, counts in sorted(topo.gpus.items()):
+                for source, n in sorted(counts.items()):
+                    gpus.add_metric([cluster, source], n)
+        yield hosts
+        yield gpus
+        yield fetched
 
     @staticmethod
     def _slurm(slurm: SlurmStats) -> Iterator[Metric]:

@@ -20,7 +20,14 @@ import msgspec
 import trio
 
 from ccsa.daemon import snapshot
-from ccsa.daemon.snapshot import ClusterStatus, CommandStats, Counters, ParkedEntry, StatusSnapshot
+from ccsa.daemon.snapshot import (
+    ClusterStatus,
+    CommandStats,
+    Counters,
+    ParkedEntry,
+    StatusSnapshot,
+    TopologyStatus,
+)
 from ccsa.errors import DaemonError
 from ccsa.sockaddr import SockAddr, TcpAddr, UnixAddr
 
@@ -192,6 +199,33 @@ def _waiting_sections(snap: StatusSnapshot, now: float) -> list[Section]:
     return out
 
 
+def _topology_sections(topo: TopologyStatus | None, now: float) -> list[Section]:
+    """Where hwthread and GPU ids come from, per cluster (docs/resources.md)."""
+    if topo is None:
+        return []
+    origin = topo.origin or "none"
+    if topo.fetched_at is not None:
+        origin += f", fetched {_when(topo.fetched_at, now)}"
+    rows: list[tuple[str, ...]] = []
+    for cluster in sorted(set(topo.hosts) | set(topo.gpus)):
+        hw = ", ".join(f"{n} {src}" for src, n in sorted(topo.hosts.get(cluster, {}).items()))
+        gpu = ", ".join(f"{n} {src}" for src, n in sorted(topo.gpus.get(cluster, {}).items()))
+        rows.append((cluster, hw or "-", gpu or "-"))
+    out = [
+        Section(
+            f"cluster topology ({origin}): hosts by the source of their ids",
+            ("cluster", "hwthreads from", "GPU ids from"),
+            rows,
+        )
+    ]
+    notes: list[tuple[str, ...]] = [("error", topo.last_error)] if topo.last_error else []
+    notes += [("unusable", p) for p in topo.problems]
+    notes += [("shape differs", m) for m in topo.mismatches]
+    if notes:
+        out.append(Section("cluster topology problems", ("what", "detail"), notes))
+    return out
+
+
 def sections(snap: StatusSnapshot, now: float) -> list[Section]:
     """The snapshot as tables (pure)."""
     up = _ago(now - snap.started_at).replace(" ago", "") if snap.started_at is not None else "?"
@@ -243,6 +277,7 @@ def sections(snap: StatusSnapshot, now: float) -> list[Section]:
                 bad,
             )
         )
+    out += _topology_sections(snap.topology, now)
     if snap.parked_latest:
         out.append(
             Section(

@@ -3,18 +3,26 @@ after a restart with cc-backend down, reported per host; never fatal (issue #16)
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from pathlib import Path
 
 import pytest
+import trio
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
 from standin_helpers import serving
 
 from ccsa.ccbackend.client import BackendClient
+from ccsa.daemon.snapshot import StatusSnapshot
 from ccsa.daemon.store import Store
 from ccsa.daemon.topocache import TopologyKeeper
 from ccsa.layout import Layouts, NodeShape
+from ccsa.metrics import SnapshotCollector
 from ccsa.sim.ccbackend import topologies
 from ccsa.sim.ccbackend.state import Backend
+from ccsa.status import render, sections
 
 TOKEN = "token-for-a-standin-without-auth"
 
@@ -89,3 +97,29 @@ async def test_undecodable_answer_keeps_the_last_good_one() -> None:
     assert not await keeper.refresh()
     assert layouts.hwthreads("c", "n1", [1], 0, 0) == [1, 3]
     assert "does not decode" in (keeper.status().last_error or "")
+
+
+def test_status_and_metrics_say_which_source_each_host_uses() -> None:
+    layouts = Layouts()
+    layouts.set_shapes("smtx86", {"s01": NodeShape(2, 4, 2), "z9": NodeShape(2, 4, 2, gpus=2)})
+    layouts.set_shapes("nocore", {"n1": NodeShape(1, 8, 1)})
+    answer = json.dumps({"clusters": topologies.examples()}).encode()
+
+    async def fetch() -> bytes:
+        return answer
+
+    keeper = TopologyKeeper(layouts, fetch, None, lambda: 100.0)
+    assert trio.run(keeper.refresh)
+    snap = StatusSnapshot(topology=keeper.status())
+    out = io.StringIO()
+    render(sections(snap, 130.0), out, rich=False)
+    text = out.getvalue()
+    assert "cluster topology (cc-backend, fetched" in text
+    assert "1 slurm, 1 topology" in text  # smtx86: z9 is in no subcluster
+    assert "1 none" in text  # z9's GPUs: no gpuPciAddrs, no topology accelerators
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snap))
+    metrics = generate_latest(registry).decode()
+    assert 'ccsa_hwthread_source_hosts{cluster="smtx86",source="topology"} 1.0' in metrics
+    assert 'ccsa_hwthread_source_hosts{cluster="nocore",source="slurm"} 1.0' in metrics
+    assert 'ccsa_gpu_source_hosts{cluster="smtx86",source="none"} 1.0' in metrics
