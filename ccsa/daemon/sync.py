@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import trio
 
@@ -29,6 +30,7 @@ from ccsa import convert
 from ccsa.ccbackend.models import NodeStateRequest
 from ccsa.convert import ConvertOptions
 from ccsa.daemon import plan
+from ccsa.daemon.chunks import store_in_chunks
 from ccsa.daemon.dbdlag import LagWatch
 from ccsa.daemon.live import LiveRecords
 from ccsa.daemon.metadata import MetadataSource
@@ -37,7 +39,7 @@ from ccsa.daemon.scripts import ScriptSource
 from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import ApplyResult, Store
 from ccsa.daemon.undecodable import Undecodable, without_waits
-from ccsa.daemon.windows import SubWindows, as_datetime, density, poll_window, utc
+from ccsa.daemon.windows import SubWindows, as_datetime, beyond, density, poll_window, utc
 from ccsa.errors import BackendError, SlurmError
 from ccsa.nodestate import NodeLoad, node_load, node_shapes
 from ccsa.slurm.commands import Slurm
@@ -77,6 +79,8 @@ class _Part:
     lookup: list[int]
     #: ids of the sacct records read (the waiting jobs among them need no lookup of their own)
     seen: frozenset[int] = frozenset()
+    #: its sacct ignored the window and covered the rest of the poll (`windows.beyond`)
+    covered_rest: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,8 @@ class Syncer:
         while True:
             part_end = self.sub_windows.cut(part_begin, end, span)
             last = part_end >= end
-            part = await self._part(cluster, part_begin, part_end, last=last)
+            part = await self._part(cluster, part_begin, part_end, last=last, poll_end=end)
+            last = last or part.covered_rest
             parts += 1
             seen += part.jobs
             seen_ids |= part.seen
@@ -194,7 +199,9 @@ class Syncer:
         )  # fmt: skip
         return TickResult(cluster, (begin, end), seen, applied, skipped, parts)
 
-    async def _part(self, cluster: str, begin: float, end: float, *, last: bool) -> _Part:
+    async def _part(
+        self, cluster: str, begin: float, end: float, *, last: bool, poll_end: float
+    ) -> _Part:
         """One sub-window: sacct, then squeue, plan, ONE transaction moving the watermark to
         `end`. Only the `last` one (whose squeue is newer than every sacct of the poll) runs
         the stale check: a running job missing from squeue may have its stop in a later
@@ -203,6 +210,11 @@ class Syncer:
         accts = of_cluster(doc.jobs, cluster)
         waits = self.undecodable.waits(cluster, "sacct", doc.bad)
         del doc
+        covered_rest = not last and beyond(accts, end) > 0
+        if covered_rest:  # this sacct ignores -E: its answer holds the rest of the poll
+            log.info("%s: sacct answered beyond %s UTC: the rest of the window to %s UTC is "
+                     "planned from this answer", cluster, utc(end), utc(poll_end))  # fmt: skip
+            end, last = poll_end, True
         fresh, carried = density(accts, begin, end)
         if not accts and not last:
             # nothing to plan: no squeue needed, just move the watermark past the quiet stretch
@@ -228,9 +240,11 @@ class Syncer:
         del ids
         self.live.remember(cluster, queue_jobs, known)
         decision = await self.decide(cluster, accts, queue, known, full_queue=last)
-        actions = await self.build(cluster, decision)
         mark = self.lag.hold(cluster, end, accts, queue_jobs, known) if last else end
-        applied = self.apply(cluster, [*actions, *waits], watermark=mark)
+        del queue_jobs, queue, known
+        applied = await store_in_chunks(
+            decision, waits, partial(self.build, cluster), partial(self.apply, cluster), mark
+        )
         self.undecodable.decoded(self.store, cluster, accts)
         if not last:
             log.info(
@@ -238,7 +252,7 @@ class Syncer:
                 cluster, utc(begin), utc(end), len(accts), applied.starts, applied.stops,
             )  # fmt: skip
         seen = frozenset(j.job_id for j in accts)
-        return _Part(len(accts), fresh, carried, applied, decision.lookup, seen)
+        return _Part(len(accts), fresh, carried, applied, decision.lookup, seen, covered_rest)
 
     async def _retry_waiting(self, cluster: str, seen: Collection[int]) -> None:
         """Look the cluster's waiting jobs (`plan.Wait`) up by id, whatever the watermark (a

@@ -51,11 +51,12 @@ FIRST_SUB_WINDOW = 3600.0
 class SubWindows:
     """How a long poll window is cut into consecutive sub-windows, one ``sacct`` call each.
 
-    ``sacct --json`` costs about 10 KB per job record, and reading one answer briefly holds it
-    twice (the pipe chunks and their join), so the first sync of a 10k-job backlog in ONE call
-    peaked at ~300 MiB. Job density is unknown and uneven (an idle week, then a busy day), so
-    each sub-window's length is chosen from the previous one's answer (`next_span`) and capped
-    (`longest`): the cap bounds the damage when a long quiet stretch ends in a busy one.
+    An answer is decoded job by job (`ccsa.slurm.stream`), but the decoded views and the plan
+    still grow with the jobs one sacct call returns (the first sync of a 10k-job backlog in
+    ONE call peaked at ~300 MiB before that). Job density is unknown and uneven (an idle week,
+    then a busy day), so each sub-window's length is chosen from the previous one's answer
+    (`next_span`) and capped (`longest`): the cap bounds the damage when a long quiet stretch
+    ends in a busy one. A Slurm that ignores the window (`beyond`) is read once per poll.
 
     Args:
         first: length of the first sub-window. A window at most `SLACK` times this long is ONE
@@ -118,6 +119,22 @@ def density(accts: Sequence[SacctJob], begin: float, end: float) -> tuple[int, i
         if until is None or until >= end:
             carried += 1
     return fresh, carried
+
+
+def beyond(accts: Sequence[SacctJob], end: float, margin: float = 300.0) -> int:
+    """Records eligible (submitted) more than `margin` seconds after the window's `end`.
+
+    ``sacct -E END`` never returns such a job: any at all means this Slurm (or a wrapper in
+    front of it) ignores the window and answers with every job up to the moment it ran, so
+    that one answer covers the whole rest of the poll's window (issue #19). The margin
+    absorbs a slurmctld clock ahead of this host's.
+    """
+    count = 0
+    for acct in accts:
+        since = convert.timestamp(acct.time.submission)
+        if since is not None and since > end + margin:
+            count += 1
+    return count
 
 
 def as_datetime(epoch: float) -> datetime:
