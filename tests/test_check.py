@@ -465,3 +465,30 @@ async def test_config_warning_with_its_own_fix_gets_no_generic_one(
     (unknown,) = [d for d in warned if "slurmPolInterval" in d]
     assert warned[unknown] == "edit the config file"
     assert text.count("fix: edit the config file") == 1, text
+
+
+async def test_an_appended_producer_sees_the_facts_of_earlier_ones(
+    sim: SimCluster, backend: Backend_, sock_dir: Path
+) -> None:
+    """Rows are extensible: a producer appended to PRODUCERS runs last and reads what the
+    Slurm and cc-backend producers learned (cluster names, sinfo, GET /api/clusters/)."""
+    from ccsa.check import PRODUCERS, CheckContext
+
+    seen: list[CheckContext] = []
+
+    async def topology_rows(ctx: CheckContext) -> list[Finding]:
+        seen.append(ctx)
+        return [Finding("topology", "info", f"{len(ctx.backend_clusters or b'')} bytes")]
+
+    cfg = config(sim, backend, sock_dir)
+    findings = await run_checks(
+        cfg, slurm_group=ROOT_GROUP, nats_timeout=1.0, producers=[*PRODUCERS, topology_rows]
+    )
+    assert findings[-1].check == "topology"
+    (ctx,) = seen
+    assert ctx.slurm_reached
+    assert ctx.clusters == ["c1"]
+    assert ctx.sinfo
+    assert ctx.backend_clusters is not None
+    names = [c["name"] for c in json.loads(ctx.backend_clusters)["clusters"]]
+    assert names == ["c1"]

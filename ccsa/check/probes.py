@@ -45,8 +45,10 @@ __all__ = ["PRODUCERS", "CheckContext", "RowProducer"]
 
 @dataclass
 class CheckContext:
-    """What every producer may read; the facts (``clusters``, ``sinfo``, ``slurm_reached``)
-    are filled in by the Slurm producer for the ones after it."""
+    """What every producer may read. The facts are left by earlier producers for later ones:
+    ``clusters``, ``sinfo``, ``slurm_reached`` by the Slurm producer; ``backend_clusters`` (the
+    body of cc-backend's ``GET /api/clusters/``, None when it could not be read) by the
+    cc-backend producer, for rows about cc-backend's topology."""
 
     cfg: Config
     user: str
@@ -57,6 +59,7 @@ class CheckContext:
     clusters: list[str] = field(default_factory=list)
     sinfo: list[SinfoDoc] = field(default_factory=list)
     slurm_reached: bool = False
+    backend_clusters: bytes | None = None
 
 
 RowProducer = Callable[[CheckContext], Awaitable[list[Finding]]]
@@ -170,6 +173,7 @@ async def _backend_clusters(ctx: CheckContext, client: httpx.AsyncClient) -> lis
         )
         fix = "make sure every Slurm ClusterName has a cluster.json in cc-backend"
         return [Finding(name, "warn", detail, fix)]
+    ctx.backend_clusters = resp.content
     try:
         listed = resp.json().get("clusters") or []
         names = [str(c["name"]) for c in listed if isinstance(c, dict) and "name" in c]
