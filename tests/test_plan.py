@@ -38,6 +38,7 @@ def acct(
     nodes: str = "n1",
     partition: str = "batch",
     script: str = "",
+    restarts: int = 0,
 ) -> SacctJob:
     """A sacct record as sacct's JSON would decode to (``state`` defaults to COMPLETED for a
     record with an end time, else RUNNING)."""
@@ -51,6 +52,7 @@ def acct(
         script=script,
         time=SacctTime(start=start or 0, end=end),
         state=SacctState(current=[state or ("COMPLETED" if end else "RUNNING")]),
+        restart_cnt=restarts,
     )
 
 
@@ -176,7 +178,9 @@ def test_ignored_job_is_remembered_and_never_stopped() -> None:
 
 def test_requeued_job_stops_old_run_and_starts_new() -> None:
     rows = known(KnownJob(k(4, 100), "started", partition="p1"))
-    actions = plan([acct(4, 500)], {4: queued(4, {"n1": [0]})}, rows)
+    # the rerun's record (restart count 1); a start that moves without a requeue is the
+    # same run (tests/test_plan_lifecycles.py)
+    actions = plan([acct(4, 500, restarts=1)], {4: queued(4, {"n1": [0]})}, rows)
     starts = [a for a in actions if isinstance(a, QueueStart)]
     stops = [a for a in actions if isinstance(a, QueueStop)]
     assert [s.key for s in starts] == [k(4, 500)]

@@ -20,6 +20,7 @@ from ccsa.ccbackend.models import Resource, StartJob, StopJob
 from ccsa.convert import ConvertOptions
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
+from ccsa.slurm.types import flags, num
 
 #: ``waiting``: started in Slurm, but its start could not be built for a reason that may pass
 #: (`Wait`); looked up again by id on every poll. ``parked``: waited longer than `WAIT_LIMIT`,
@@ -34,6 +35,21 @@ RUNNING_PHASES: frozenset[str] = frozenset({"start_queued", "started"})
 #: cancelled (or failed) and starting the new run under its new start time; ccsa.convert
 #: maps a "requeued" record to cancelled too.
 REQUEUE_STOP_STATE = "cancelled"
+
+#: How long a job may stay CONFIGURING (powered-down nodes booting) before its start goes out
+#: with the allocation time as startTime (issue 18 item 2). Until then the start waits for
+#: RUNNING, when slurmctld has reset the start time to the end of the boot (``job_mgr.c``
+#: ``job_config_fini``; docs/real-slurm.md "Lifecycles of issue 18"); a start that went out
+#: earlier keeps its startTime (`_same_run`). Ten minutes covers Slurm's default
+#: ResumeTimeout (60 s) and a typical bare-metal boot; slurmctld only notices the end of the
+#: boot on its ~30 s ``job_time_limit`` pass.
+CONFIGURING_LIMIT = 600.0
+
+#: States of an accounting record whose run ended because the job was requeued (the job runs
+#: again under a new start time: a new job for cc-backend).
+_REQUEUED_RUN = frozenset(
+    {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
+)
 
 
 class JobKey(NamedTuple):
@@ -195,6 +211,7 @@ def decide(
     *,
     full_queue: bool,
     recent: Mapping[int, QueueJob] | None = None,
+    now: float | None = None,
 ) -> Decision:
     """Compare Slurm's view with the known jobs of one cluster.
 
@@ -209,18 +226,23 @@ def decide(
             MinJobAge), each for the same run as its sacct record. Used for resources and
             metadata only: a job found only here is not running, so it never clears a stale
             mark and plays no part in the stale check.
+        now: Slurm's time (epoch s) for the CONFIGURING bound; None: a job is never held
+            back for being CONFIGURING (a backfill of the past).
     """
     decision = Decision(cluster)
-    by_id: dict[int, list[KnownJob]] = {}
-    for known_row in known.values():
-        by_id.setdefault(known_row.key.job_id, []).append(known_row)
+    accts = list(accts)
+    by_id = _rows_by_id(known.values())
+    records = _records_by_id(accts)
     settled: set[tuple[int, int]] = set()  # keys this window already decides about
 
     for acct in accts:
         jid = acct.job_id
         start = convert.start_time(acct)
-        if start is None:
-            continue  # never started (pending, or cancelled before it ran)
+        if start is None or _resizing(acct):
+            continue  # never started; or resized: the run goes on in the job's next record
+        same = _same_run(acct, start, by_id.get(jid, ()), records[jid])
+        if same is not None:  # power-up reset or resize: the run ccsa knows, under its start
+            start = same.key.start_time
         key = JobKey(cluster, jid, start)
         if (jid, start) in settled:
             continue  # the same record twice (overlapping answers)
@@ -229,13 +251,12 @@ def decide(
         live = queue.get(jid) if queue is not None else None
         q = live if live is not None or recent is None else recent.get(jid)
         unseen = q is None and queue is not None
-        for older in by_id.get(jid, []):
-            # A requeued job comes back with a new start time: a new job for cc-backend.
-            if older.key.start_time < start and older.phase in RUNNING_PHASES:
-                settled.add((jid, older.key.start_time))
-                decision.extra.append(_requeue_stop(older, start))
+        if same is None:  # a requeued job comes back with a new start time: a new job
+            _requeue_stops(decision, settled, by_id.get(jid, ()), start)
         row = known.get((jid, start))
         if row is None or row.phase == "waiting":
+            if not finished and _configuring(live, start, now):
+                continue  # nodes still booting: start it once RUNNING (reset start time)
             decision.starts.append((acct, q))
             if unseen:
                 decision.unseen.append(jid)
@@ -261,6 +282,72 @@ def decide(
     if queue is not None and full_queue:
         _stale_check(decision, queue, known, settled)
     return decision
+
+
+def _rows_by_id(rows: Iterable[KnownJob]) -> dict[int, list[KnownJob]]:
+    out: dict[int, list[KnownJob]] = {}
+    for row in rows:
+        out.setdefault(row.key.job_id, []).append(row)
+    return out
+
+
+def _records_by_id(accts: Iterable[SacctJob]) -> dict[int, list[SacctJob]]:
+    out: dict[int, list[SacctJob]] = {}
+    for acct in accts:
+        out.setdefault(acct.job_id, []).append(acct)
+    return out
+
+
+def _requeue_stops(
+    decision: Decision, settled: set[tuple[int, int]], rows: Iterable[KnownJob], start: int
+) -> None:
+    """Stop the earlier runs ccsa believes running of a job that runs again under ``start``."""
+    for older in rows:
+        if older.key.start_time < start and older.phase in RUNNING_PHASES:
+            settled.add((older.key.job_id, older.key.start_time))
+            decision.extra.append(_requeue_stop(older, start))
+
+
+def _resizing(acct: SacctJob) -> bool:
+    """The record a resize ended (``job_mgr.c`` ``job_pre_resize_acctg``): the job goes on."""
+    return "RESIZING" in flags(acct.state.current)
+
+
+def _same_run(
+    acct: SacctJob, start: int, rows: Iterable[KnownJob], recs: Iterable[SacctJob]
+) -> KnownJob | None:
+    """The known row of the same run, when this record's start time moved without a requeue.
+
+    Slurm moves a job's start without requeueing it when powered-down nodes finish booting
+    (the start is reset to that moment) and when a job is resized (a new accounting record
+    starts at the resize). A requeue leaves evidence: a record of the earlier run ended
+    REQUEUED/PREEMPTED/NODE_FAIL (sacct windows show it; ``sacct -j`` hides it) and a higher
+    restart count. So an earlier known run is the same run when its record ended RESIZING,
+    or when this record was never requeued (``restart_cnt`` 0) and started after its submission
+    (a power-up: the earlier start is the allocation) or at it (a resize's record). The start
+    already sent keeps its startTime; the stop carries it (issue 18 item 2).
+    """
+    earlier = [r for r in rows if r.key.start_time < start and r.phase != "waiting"]
+    if not earlier:
+        return None
+    prev = max(earlier, key=lambda r: r.key.start_time)
+    for rec in recs:
+        if convert.start_time(rec) == prev.key.start_time:
+            if not _REQUEUED_RUN.isdisjoint(flags(rec.state.current)):
+                return None
+            if _resizing(rec):
+                return prev
+    if num(acct.restart_cnt):
+        return None  # requeued since: a new run (its earlier record may be hidden by -j)
+    submitted = convert.timestamp(acct.time.submission) or 0
+    return prev if prev.key.start_time >= submitted or submitted == start else None
+
+
+def _configuring(live: QueueJob | None, start: int, now: float | None) -> bool:
+    """slurmctld shows the job CONFIGURING (nodes booting) for less than `CONFIGURING_LIMIT`."""
+    if live is None or now is None:
+        return False
+    return "CONFIGURING" in flags(live.job_state) and now - start < CONFIGURING_LIMIT
 
 
 def _stale_check(

@@ -404,14 +404,17 @@ class Syncer:
     ) -> plan.Decision:
         """`plan.decide`, then again with better records of the jobs it found unseen
         (`live.LiveRecords.for_unseen`)."""
-        decision = plan.decide(cluster, accts, queue, known, self.opts, full_queue=full_queue)
+        now = self.now() + self.lag.clock.offset(cluster)  # Slurm's, for the CONFIGURING bound
+        decision = plan.decide(
+            cluster, accts, queue, known, self.opts, full_queue=full_queue, now=now
+        )
         if not decision.unseen:
             return decision
         recent = await self.live.for_unseen(cluster, decision.unseen, accts)
         if not recent:
             return decision
         return plan.decide(
-            cluster, accts, queue, known, self.opts, full_queue=full_queue, recent=recent
+            cluster, accts, queue, known, self.opts, full_queue=full_queue, recent=recent, now=now
         )
 
     async def build(

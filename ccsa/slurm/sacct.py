@@ -100,6 +100,9 @@ class SacctJob(msgspec.Struct, gc=False, kw_only=True):
     nodes: str = ""
     partition: str = ""
     required: SacctRequired = msgspec.field(default_factory=SacctRequired)
+    #: How often the job was requeued before this record's run (0: never; a REQUEUED or
+    #: PREEMPTED record of an earlier run has the count of its own run).
+    restart_cnt: Num = 0
     #: The batch script when slurmdbd stores scripts and sacct was asked for it, else "".
     script: str = ""
     state: SacctState = msgspec.field(default_factory=SacctState)
