@@ -102,22 +102,32 @@ async def slurm_rows(ctx: CheckContext) -> list[Finding]:
 
 
 async def _cluster_commands(ctx: CheckContext, cluster: str) -> list[Finding]:
+    """Each command the daemon runs, once, for the last hour: what it saw and how long it took."""
     now = ctx.now()
     begin, end = datetime.fromtimestamp(now - 3600, UTC), datetime.fromtimestamp(now, UTC)
     slurm = ctx.slurm
+
+    async def sacct() -> str:
+        return f"{len((await slurm.sacct_window(cluster, begin, end)).jobs)} jobs"
+
+    async def squeue() -> str:
+        return f"{len((await slurm.squeue_all(cluster)).jobs)} jobs"
+
+    async def scontrol() -> str:
+        return f"{len(await slurm.scontrol_jobs_json(cluster, [0]))} jobs"
+
+    async def sinfo() -> str:
+        doc = await slurm.sinfo(cluster)
+        ctx.sinfo.append(doc)  # for the GPU map row
+        return f"{len({h for g in doc.sinfo for h in g.nodes.nodes})} nodes"
+
+    calls: list[tuple[str, Callable[[], Awaitable[str]]]] = [
+        ("sacct", sacct), ("squeue", squeue), ("scontrol show job", scontrol), ("sinfo", sinfo),
+    ]  # fmt: skip
     rows: list[Finding] = []
-    for label in ("sacct", "squeue", "scontrol show job", "sinfo"):
+    for label, call in calls:
         try:
-            if label == "sacct":
-                what = f"{len((await slurm.sacct_window(cluster, begin, end)).jobs)} jobs"
-            elif label == "squeue":
-                what = f"{len((await slurm.squeue_all(cluster)).jobs)} jobs"
-            elif label == "scontrol show job":
-                what = f"{len(await slurm.scontrol_jobs_json(cluster, [0]))} jobs"
-            else:
-                doc = await slurm.sinfo(cluster)
-                ctx.sinfo.append(doc)
-                what = f"{len({h for g in doc.sinfo for h in g.nodes.nodes})} nodes"
+            what = await call()
         except SlurmError as exc:
             fix = "run the command by hand as this user; check slurmBinDir and slurmCommandTimeout"
             rows.append(Finding(f"{label} ({cluster})", "fail", str(exc), fix))
