@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from ccsa.backfill.window import utc
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 __all__ = ["ChunkLine", "PlainReporter", "Reporter", "RichReporter"]
 
@@ -90,7 +93,7 @@ class RichReporter:
             TimeRemainingColumn(),
             console=Console(file=out),
         )
-        self.task: Any = None
+        self.task: TaskID | None = None
         self.jobs = 0
 
     def start(self, total_seconds: float) -> None:
@@ -101,6 +104,8 @@ class RichReporter:
 
     def chunk(self, cluster: str, window: tuple[float, float], line: ChunkLine) -> None:
         self.jobs += line.jobs
+        if self.task is None:  # chunk() before start(): nothing to draw on
+            return
         self.progress.update(
             self.task,
             completed=line.done_seconds,
