@@ -164,8 +164,9 @@ async def backend_rows(ctx: CheckContext) -> list[Finding]:
         if resp.status_code != 200:
             detail = f"GET {url}/api/jobs/ answered {resp.status_code}: {error_text(resp.content)}"
             return [Finding("cc-backend", "fail", detail, "check cc-backend's log")]
-        exp = (jwt_claims(token) or {}).get("exp")
-        note = f"; token expires {utc(exp)}" if isinstance(exp, int | float) else ""
+        claims = jwt_claims(token)
+        exp = claims.exp if claims else None
+        note = f"; token expires {utc(exp)}" if exp is not None else ""
         rows = [Finding("cc-backend auth", "ok", f"{url} accepts the token{note}")]
         return rows + await _backend_clusters(ctx, client)
 

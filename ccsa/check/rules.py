@@ -14,7 +14,6 @@ import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ccsa.check.findings import Finding
 from ccsa.daemon.startup import SUPPORTED_MAJORS, slurm_major
@@ -22,6 +21,7 @@ from ccsa.gres import GresError, gpu_count
 from ccsa.slurm.sinfo import SinfoDoc
 
 __all__ = [
+    "Claims",
     "DirInfo",
     "cluster_findings",
     "gpu_nodes",
@@ -109,8 +109,19 @@ def operator_finding(
     )
 
 
-def jwt_claims(token: str) -> dict[str, Any] | None:
-    """The payload of a JWT, decoded WITHOUT verifying it (for explanations only)."""
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The JWT claims `unauthorized_finding` explains, read leniently: a claim of the wrong
+    type counts as absent (``roles``: None when there is no list)."""
+
+    exp: float | None = None
+    roles: tuple[str, ...] | None = None
+    sub: str = ""
+
+
+def jwt_claims(token: str) -> Claims | None:
+    """The claims of a JWT, decoded WITHOUT verifying it (for explanations only); None when
+    ``token`` is not three base64url parts with a JSON object in the middle."""
     parts = token.strip().split(".")
     if len(parts) != 3:
         return None
@@ -119,7 +130,14 @@ def jwt_claims(token: str) -> dict[str, Any] | None:
         value = json.loads(base64.urlsafe_b64decode(payload))
     except (ValueError, binascii.Error):
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    exp, roles, sub = value.get("exp"), value.get("roles"), value.get("sub")
+    return Claims(
+        exp=float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
+        roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else None,
+        sub=str(sub) if sub else "",
+    )
 
 
 def utc(epoch: float) -> str:
@@ -127,31 +145,26 @@ def utc(epoch: float) -> str:
 
 
 def unauthorized_finding(
-    status: int, server_text: str, claims: dict[str, Any] | None, now: float
+    status: int, server_text: str, claims: Claims | None, now: float
 ) -> Finding:
     """Explain a 401/403 from cc-backend using the token's claims (never the token)."""
     problems: list[str] = []
     if claims is None:
         problems.append("ccRestJwt is not a JWT (three base64url parts)")
     else:
-        exp = claims.get("exp")
-        if isinstance(exp, int | float):
-            if exp < now:
-                problems.append(f"the token expired at {utc(exp)}")
+        if claims.exp is not None:
+            if claims.exp < now:
+                problems.append(f"the token expired at {utc(claims.exp)}")
             else:
-                problems.append(f"expires {utc(exp)}")
-        roles = claims.get("roles")
-        names = sorted(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else []
+                problems.append(f"expires {utc(claims.exp)}")
+        names = sorted(claims.roles or ())
         if "api" not in names:
             problems.append(f"roles {names or 'none'} lack 'api'")
         elif set(names) not in ({"api"}, {"admin", "api"}):
             problems.append(f"roles {names}: cc-backend wants exactly ['api'] or ['admin','api']")
         else:
             problems.append(f"roles {names}")
-        if not claims.get("sub"):
-            problems.append("no 'sub' claim")
-        else:
-            problems.append(f"sub {claims['sub']!r}")
+        problems.append(f"sub {claims.sub!r}" if claims.sub else "no 'sub' claim")
     return Finding(
         "cc-backend auth",
         "fail",
