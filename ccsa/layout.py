@@ -43,12 +43,15 @@ SOURCE_MISMATCH = "slurm (topology disagrees)"
 
 @dataclass(frozen=True)
 class NodeShape:
-    """Slurm's account of one node: sockets, cores per socket, threads per core, GPU devices."""
+    """Slurm's account of one node: sockets, cores per socket, threads per core, GPU devices
+    (``gpu`` GRES count, MIG instances counted one by one), and whether they are MIG instances
+    (a GRES type such as ``1g.10gb`` or ``nvidia_a100_3g.40gb``)."""
 
     sockets: int
     cores: int
     threads: int
     gpus: int = 0
+    mig: bool = False
 
     @property
     def cores_per_node(self) -> int:
@@ -154,12 +157,12 @@ class Layouts:
     def parent_index(self, cluster: str, host: str, device: int, listed: int) -> int:
         """The GPU a Slurm GPU device index belongs to, for a list of ``listed`` GPUs.
 
-        A node whose Slurm GPU device count is an exact multiple k > 1 of the listed GPUs has
-        its GPUs split into k MIG instances each (Slurm counts every instance as a ``gpu``
-        device, in NVML order: the instances of GPU 0 first); device d is then GPU ``d // k``.
-        Otherwise the device index is the GPU index.
+        On a MIG node whose Slurm GPU device count is an exact multiple k > 1 of the listed GPUs,
+        every GPU is split into k instances (Slurm counts each instance as a ``gpu`` device, in
+        NVML order: the instances of GPU 0 first); device d is then GPU ``d // k``. Otherwise
+        the device index is the GPU index.
         """
         shape = self.shapes.get((cluster, host))
-        if shape is None or listed <= 0 or shape.gpus <= listed or shape.gpus % listed:
+        if shape is None or not shape.mig or listed <= 0 or shape.gpus <= listed:
             return device
-        return device // (shape.gpus // listed)
+        return device if shape.gpus % listed else device // (shape.gpus // listed)

@@ -16,6 +16,7 @@ maximum differ gives no shape for its nodes).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["NodeLoad", "node_load", "node_shapes", "node_state"]
 
 log = logging.getLogger(__name__)
+
+#: A MIG profile in a GRES type (``gpu:1g.10gb:7``, ``gpu:nvidia_a100_3g.40gb:2``).
+_MIG = re.compile(r"(?:^|[_:])\d+g\.\d+gb")
 
 
 @dataclass
@@ -120,6 +124,7 @@ def node_shapes(doc: SinfoDoc) -> dict[str, NodeShape]:
             gpus = gpu_count(group.gres.total) if group.gres.total else 0
         except GresError:
             gpus = 0
+        mig = _MIG.search(group.gres.total) is not None
         for host in group.nodes.nodes:
-            out.setdefault(host, NodeShape(sockets, cores, threads, gpus))
+            out.setdefault(host, NodeShape(sockets, cores, threads, gpus, mig))
     return out

@@ -63,7 +63,7 @@ class _Topology(msgspec.Struct):
 class _SubCluster(msgspec.Struct):
     name: str
     nodes: str
-    topology: _Topology
+    topology: _Topology = msgspec.field(default_factory=_Topology)
     socketsPerNode: int = 0
     coresPerSocket: int = 0
     threadsPerCore: int = 0

@@ -75,5 +75,11 @@ def test_v040_jobs_give_no_load() -> None:
     assert node_load(squeue.decode(json.dumps(raw).encode()).jobs) is None
 
 
+def test_mig_nodes_are_recognised_by_their_gres_type() -> None:
+    doc = _sinfo()
+    doc.sinfo[0].gres.total = "gpu:nvidia_a100_3g.40gb:8(S:0-1)"
+    assert node_shapes(doc)["n1"] == NodeShape(2, 4, 2, gpus=8, mig=True)
+
+
 def test_shapes_only_where_the_group_is_uniform() -> None:
     assert node_shapes(_sinfo()) == {"n1": NodeShape(2, 4, 2, 4), "n2": NodeShape(2, 4, 2, 4)}

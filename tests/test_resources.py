@@ -307,7 +307,7 @@ def test_mig_instances_map_to_their_parent_gpu() -> None:
     """4 A100 split into 7 MIG instances each: Slurm counts 28 gpu devices in NVML order."""
     job = _job([_alloc(0, "g1", 1, 8, {0}, 1)], ["gpu:1g.10gb:3(IDX:0,6,7)"])
     opts = _opts(_answer(("smt", [_sub("gpu", "g[1-2]", None, GPU_IDS)])))
-    opts.layouts.set_shapes("smt", {"g1": NodeShape(1, 8, 1, gpus=28)})
+    opts.layouts.set_shapes("smt", {"g1": NodeShape(1, 8, 1, gpus=28, mig=True)})
     (res,) = capture_resources(job, opts) or []
     assert res.accelerators == [GPU_IDS[0], GPU_IDS[1]]
 

@@ -34,6 +34,7 @@ from ccsa.check.rules import (
     utc,
     version_finding,
 )
+from ccsa.check.topology import topology_rows
 from ccsa.config import Config
 from ccsa.errors import CcsaError, ConfigError, PublishError, SlurmError
 from ccsa.slurm.commands import Slurm
@@ -310,4 +311,5 @@ PRODUCERS: list[RowProducer] = [
     socket_rows,
     permission_rows,
     gpu_rows,
+    topology_rows,
 ]

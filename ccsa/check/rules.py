@@ -205,9 +205,9 @@ def gpu_regex_findings(
                 Finding(
                     name,
                     "info",
-                    f"not set; {len(gpu_nodes)} GPU nodes will report GPU indices, not PCI "
-                    "addresses",
-                    "set gpuPciAddrs if your cc-metric-collector reports PCI addresses",
+                    f"not set; the ids of the {len(gpu_nodes)} GPU nodes come from cc-backend's "
+                    "topology (see the GPU ids rows)",
+                    "",
                 )
             ]
         return [Finding(name, "ok", "not set and no GPU nodes")]
@@ -249,7 +249,7 @@ def gpu_regex_findings(
                 name,
                 "warn",
                 f"{len(unmapped)} GPU nodes match no regex (e.g. {', '.join(unmapped[:3])}): "
-                "their GPUs are reported as indices",
+                "their ids come from cc-backend's topology (see the GPU ids rows)",
                 "add a gpuPciAddrs entry for them",
             )
         )
