@@ -843,3 +843,31 @@ def test_a_slurm_command_that_is_not_installed_is_a_config_error(
     assert "slurmBinDir" in lines[0], lines[0]
     assert "retrying" not in proc.stderr
     assert not (tmp_path / "run" / "daemon.pid").exists()
+
+
+def test_sigterm_ends_a_once_run_that_waits_for_cc_backend(tmp_path: Path, short_dir: Path) -> None:
+    """``--once`` with cc-backend down waits up to 300 s for the outbox to drain; SIGTERM ends it
+    at once (exit 1, one WARNING line), the rows stay in the outbox, the PID file goes."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), clock="real")
+    sim.submit_many([JobSpec(user="alice", submit=sim.now - 120, duration=10)])
+    cfg = _daemon_config_file(tmp_path, short_dir, sim.bin_dir)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccsa", "-daemon", "--once", "-debug", "3", "-config", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        while " synced " not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        assert " synced " in seen, seen
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, seen + rest
+    assert "SIGTERM received: once run stopped" in rest, seen + rest
+    assert not (tmp_path / "run" / "daemon.pid").exists()

@@ -158,7 +158,7 @@ async def main(
                     pipe.topology.load_saved()
                     await pipe.topology.refresh()
                 if once or dry_run:
-                    status = await _once(daemon, dry_run, once_timeout, task_status)
+                    status = await _once(daemon, dry_run, once_timeout, stop, task_status)
                 else:
                     status = await _serve(daemon, notify, stop, grace, stuck_min_age, task_status)
             guard.cancel_scope.cancel()
@@ -167,9 +167,15 @@ async def main(
 
 
 async def _once(
-    daemon: Daemon, dry_run: bool, timeout: float, task_status: trio.TaskStatus[Daemon]
+    daemon: Daemon,
+    dry_run: bool,
+    timeout: float,
+    stop: _Stop,
+    task_status: trio.TaskStatus[Daemon],
 ) -> int:
+    ok = drained = False
     async with trio.open_nursery() as nursery:
+        stop.scope = nursery.cancel_scope  # a signal ends the run (the outbox keeps the rest)
         await nursery.start(daemon.delivery.run)
         task_status.started(daemon)
         ok = await daemon.syncer.sync_all(daemon.clusters)
@@ -179,8 +185,11 @@ async def _once(
         daemon.delivery.wake()
         with trio.move_on_after(timeout) as scope:
             await daemon.delivery.wait_empty()
+        drained = not scope.cancelled_caught
         nursery.cancel_scope.cancel()
-    drained = not scope.cancelled_caught
+    if stop.signals:
+        log.warning("%s received: once run stopped; %s", stop.signals[0], daemon.summary())
+        return 1
     log.info("once: %s; %s", "synced" if ok else "sync failed", daemon.summary())
     return 0 if ok and drained else 1
 
