@@ -708,6 +708,13 @@ def test_faults(sim: SimCluster) -> None:
     assert p.stderr.endswith(b"sacct: error: Problem talking to the database: Connection refused\n")
     assert run(sim, "sacctmgr", "list", "clusters", "--json").returncode == 1
     assert ok(sim, "squeue", "--all", "--json")  # slurmctld still answers
+    # ... but not for a named cluster: slurmdbd resolves it (24.11 test bed, real-slurm.md)
+    named = run(sim, "squeue", "--cluster", "cluster1", "--all", "--json")
+    assert named.returncode == 1
+    assert named.stderr.endswith(
+        b"squeue: error: Problem talking to the database: Connection refused\n"
+    )
+    assert run(sim, "sinfo", "-M", "cluster1", "--json").returncode == 1
     sim.clear_faults()
     sim.set_fault("ctld_down")
     assert run(sim, "squeue", "--all", "--json").returncode == 1

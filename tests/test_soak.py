@@ -46,8 +46,12 @@ ENABLED = BASE_FAULTS | {
     "proxy_html",
     "dbd_lag",  # #18 item 3 (a58bcc2)
 }
+#: Only in the long soak: the state database deleted between two kill -9 restarts (#17 item 4,
+#: 2033485). The restart re-reads everything since ``lastrun``, which on a loaded 2-core
+#: machine pushed the short soak past CI's 420-s test timeout (2026-12-06 02:34).
+LONG_ONLY = frozenset({"state_db_loss"})
 #: not yet enabled: waiting for their fixes (see each engineer's issue item)
-WAITING = (ISSUE17_FAULTS | ISSUE18_FAULTS) - ENABLED
+WAITING = (ISSUE17_FAULTS | ISSUE18_FAULTS) - ENABLED - LONG_ONLY
 
 SHORT = SoakPlan(jobs=1000, rate_per_min=500.0, seed=8, kills=3, nodes=100, faults=ENABLED)
 #: 900 jobs/min of ~30 s need ~4x the short form's nodes, or Slurm's queue (and the run) grows
@@ -58,7 +62,7 @@ LONG = SoakPlan(
     kills=12,
     nodes=240,
     drain_timeout=600.0,
-    faults=ENABLED,
+    faults=ENABLED | LONG_ONLY,
 )
 
 
@@ -75,7 +79,7 @@ def _plan_from_env() -> SoakPlan:
             kills=max(3, int(value) // 2000),
             nodes=240,
             drain_timeout=600.0,
-            faults=ENABLED,
+            faults=ENABLED | LONG_ONLY,
         )
     return LONG
 
@@ -234,8 +238,9 @@ def test_verify_requeued_refused_and_powered_up() -> None:
 
 
 def test_enabled_kinds_are_known() -> None:
-    assert ENABLED <= ALL_FAULTS
-    assert not ENABLED & WAITING
+    assert ENABLED | LONG_ONLY <= ALL_FAULTS
+    assert not (ENABLED | LONG_ONLY) & WAITING
+    assert LONG.faults >= SHORT.faults
 
 
 def test_verify_cores_without_gpus_only_for_jobs_seen_finished() -> None:

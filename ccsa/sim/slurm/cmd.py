@@ -1029,7 +1029,9 @@ def run(command: str, directory: Path, argv: list[str]) -> Out:
     statemod.log_call(directory, command, argv, now)
     with statemod.Locked(directory):
         faults = statemod.load_faults(directory)
-        active, remaining, changed = faultmod.pick(faults, command, now)
+        named = any(a in ("-M", "--cluster", "--clusters") or a.startswith(("-M", "--cluster="))
+                    for a in argv)  # fmt: skip
+        active, remaining, changed = faultmod.pick(faults, command, now, with_cluster=named)
         if changed:
             statemod.save_faults(directory, remaining)
     dbnow = faultmod.db_now(faults, now)
