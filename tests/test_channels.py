@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from nats_server import NatsServer
+from nats_server import PASSWORD, NatsServer
 from standin_helpers import T0, serving
 from test_natspub import SUBJECT, Subscriber
 
@@ -33,6 +33,8 @@ from ccsa.natsbus.publisher import Publisher
 from ccsa.sim.ccbackend.server import StandIn
 
 JOBS = 20
+#: the NATS password ccsa was given; the server still has the old one (revoked)
+ROTATED = "rotated pass"
 
 
 def start_stop(job_id: int) -> list[Action]:
@@ -63,7 +65,13 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
 async def delivering(store: Store, standin: StandIn, nats: NatsServer) -> AsyncIterator[Delivery]:
     async with (
         BackendClient(standin.url, "token-for-a-standin-without-auth") as client,
-        Publisher(nats.url, subject=SUBJECT, reconnect_wait=0.1) as publisher,
+        Publisher(
+            nats.url,
+            subject=SUBJECT,
+            user=nats.user,
+            password=ROTATED if nats.user else None,
+            reconnect_wait=0.1,
+        ) as publisher,
         trio.open_nursery() as nursery,
     ):
         delivery = Delivery(
@@ -79,24 +87,35 @@ async def delivering(store: Store, standin: StandIn, nats: NatsServer) -> AsyncI
         nursery.cancel_scope.cancel()
 
 
-async def test_nats_outage_never_holds_back_rest_stops(tmp_path: Path) -> None:
-    nats = NatsServer(tmp_path)  # not started: NATS is down from the beginning
+@pytest.mark.parametrize("fault", ["down", "revoked"])
+async def test_nats_outage_never_holds_back_rest_stops(tmp_path: Path, fault: str) -> None:
+    """NATS down, or up but refusing ccsa's credentials (the server still has the old password
+    while ccsa was given the rotated one): every stop is POSTed meanwhile; once NATS takes
+    ccsa again every event is published, each start before its stop."""
+    nats = NatsServer(tmp_path, "user" if fault == "revoked" else "plain")
+    if fault == "revoked":
+        await trio.to_thread.run_sync(nats.start)
     store = Store.open(tmp_path / "state.sqlite3")
     actions = [a for job_id in range(1, JOBS + 1) for a in start_stop(job_id)]
     store.apply("test", actions, now=T0, rest=True, nats=True)
     async with serving() as standin, delivering(store, standin, nats) as delivery:
-        # Every stop reaches cc-backend while NATS is still down ...
-        await wait_for(lambda: len(standin.requests("stop_job")) == JOBS)
+        # Every stop reaches cc-backend while NATS does not take ccsa ...
+        await wait_for(lambda: delivery.stats.stops_delivered == JOBS)
         assert [r.status for r in standin.requests("stop_job")] == [200] * JOBS
-        assert delivery.stats.stops_delivered == JOBS
         # ... and every row still owes its NATS publish (nothing dropped).
         rows = store.outbox_rows()
         assert len(rows) == 2 * JOBS
         assert all(r.nats_pending and not r.rest_pending for r in rows)
-        # NATS comes back: every event is published, each job's start before its stop.
+        assert delivery.channels()["nats"].problem is not None
+        # NATS takes ccsa again: every event is published, each job's start before its stop.
+        if fault == "revoked":
+            await trio.to_thread.run_sync(nats.stop)
+            text = nats.config_file.read_text()
+            nats.config_file.write_text(text.replace(json.dumps(PASSWORD), json.dumps(ROTATED)))
+            nats.password = ROTATED
         await trio.to_thread.run_sync(nats.start)
         try:
-            with Subscriber(nats.url) as sub:
+            with Subscriber(nats.url, **nats.client_options()) as sub:
                 await wait_for(lambda: store.outbox_empty())
                 messages = await sub.wait_for(2 * JOBS)
         finally:
