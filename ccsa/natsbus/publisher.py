@@ -150,13 +150,19 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """Flush what was handed over, close the connection, stop the thread."""
+        """Flush what was handed over, close the connection, stop the thread.
+
+        Never raises PublishError: a close that fails (nats-py cancelled while it was still
+        connecting, seen with a server that refuses the credentials) loses nothing, since
+        every event not confirmed is still in the caller's outbox; it is logged."""
         worker = self._worker
         if worker is None:
             return
         with trio.CancelScope(shield=True):
             try:
                 await self._call(self._stop(timeout), timeout + 1.0)
+            except PublishError as exc:
+                log.warning("NATS %s: closing the connection failed: %s", self.servers, exc)
             finally:
                 self._worker = None
                 await worker.stop()
