@@ -26,7 +26,7 @@ from functools import partial
 
 import trio
 
-from ccsa import convert
+from ccsa import convert, logs
 from ccsa.ccbackend.models import NodeStateRequest
 from ccsa.convert import ConvertOptions
 from ccsa.daemon import plan
@@ -50,6 +50,8 @@ from ccsa.slurm.stream import BadRecord
 __all__ = ["LookupResult", "Syncer", "TickResult", "of_cluster"]
 
 log = logging.getLogger(__name__)
+#: One INFO line per sync and cluster, shown at the default level (docs/admin-guide.md).
+summary_log = logging.getLogger(logs.SUMMARY)
 
 #: Stopped jobs are forgotten once they ended this long before the window start (they can no
 #: longer appear in a window; a stale re-appearance would only cost an idempotent 422).
@@ -192,7 +194,7 @@ class Syncer:
                 log.warning("%s: stale-job lookup failed (retried next poll): %s", cluster, exc)
         await self._retry_waiting(cluster, seen_ids)
         self.store.prune(cluster, begin - PRUNE_MARGIN)
-        log.info(
+        summary_log.info(
             "%s: synced %s..%s UTC%s: %d jobs seen, %d starts and %d stops queued",
             cluster, utc(begin), utc(end), f" in {parts} sub-windows" if parts > 1 else "",
             seen, applied.starts, applied.stops,
