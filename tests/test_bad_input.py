@@ -609,14 +609,19 @@ def test_broken_config_files_give_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_broken_state_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A state file SQLite calls corrupt is moved aside, never overwritten (issue 17 item 4), in
+    one ERROR line naming both files; the start then goes on (here to the next one-line error:
+    no Slurm commands in slurmBinDir)."""
     state = tmp_path / "state.sqlite3"
     state.write_bytes(b"this is not a database, " * 100)
+    (tmp_path / "no-slurm").mkdir()
     cfg = {
         **_GOOD,
         "stateDbPath": str(state),
         "pidFilePath": str(tmp_path / "d.pid"),
         "lastRunPath": str(tmp_path / "lastrun"),
         "prepSockListenPath": str(tmp_path / "d.sock"),
+        "slurmBinDir": str(tmp_path / "no-slurm"),
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
@@ -625,9 +630,12 @@ def test_broken_state_database_is_one_line_not_a_traceback(tmp_path: Path) -> No
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert len(lines) == 1, proc.stderr
+    assert len(lines) == 2, proc.stderr
     assert str(state) in lines[0], proc.stderr
-    assert state.read_bytes().startswith(b"this is not a database")  # not overwritten
+    assert "moved to" in lines[0], proc.stderr
+    assert "slurmBinDir" in lines[1], proc.stderr
+    (moved,) = tmp_path.glob("state.sqlite3.corrupt-*")
+    assert moved.read_bytes().startswith(b"this is not a database")  # kept, not overwritten
 
 
 def test_hook_mode_with_broken_config_never_fails_the_job(tmp_path: Path) -> None:
