@@ -27,13 +27,15 @@ def test_split_keeps_everything_and_each_stop_with_its_start() -> None:
     stops = [(acct(1), 10), (old, 5), (acct(6), 10), (acct(3), 10)]
     extra: list[plan.Action] = [plan.MarkStale(plan.JobKey("c", 50, 1), True)]
     decision = plan.Decision("c", starts=starts, stops=stops, extra=extra, lookup=[42])
-    parts = chunks.split(decision, 3)
+    parts = chunks.split(decision, 3, first=3)
     assert [[a.job_id for a, _ in p.starts] for p in parts] == [[0, 1, 2], [3, 4, 5], [6]]
     assert [[a.job_id for a, _ in p.stops] for p in parts] == [[1], [3], [99, 6]]
+    smaller_first = chunks.split(decision, 3, first=1)
+    assert [[a.job_id for a, _ in p.starts] for p in smaller_first] == [[0], [1, 2, 3], [4, 5, 6]]
     assert [p.extra for p in parts] == [[], [], extra]
     assert [p.lookup for p in parts] == [[], [], [42]]
     assert parts[0].stop_keys == {(1, 10)}
-    assert chunks.split(decision, 7) == [decision]
+    assert chunks.split(decision, 7, first=7) == [decision]
     with pytest.raises(ValueError):
         chunks.split(decision, 0)
 
@@ -67,12 +69,13 @@ def window_ignoring_bin(tmp_path: Path, sim: SimCluster) -> Path:
 async def test_backlog_in_chunks_one_sacct_and_squeue_per_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Seven jobs over six hours, chunks of two: the first sub-window's answer reaches past
-    its end, so the poll plans everything from it (one sacct, one squeue: before, every
-    sub-window re-read the whole answer). Starts are stored two by two, each transaction
-    waking the delivery, the watermark only with the last (it moves only past what is
-    queued)."""
+    """Seven jobs over six hours, chunks of two (the first of one): the first sub-window's
+    answer reaches past its end, so the poll plans everything from it (one sacct, one squeue:
+    before, every sub-window re-read the whole answer). Starts are stored two by two, each
+    transaction waking the delivery, the watermark only with the last (it moves only past
+    what is queued)."""
     monkeypatch.setattr(chunks, "CHUNK_JOBS", 2)
+    monkeypatch.setattr(chunks, "FIRST_CHUNK_JOBS", 1)
     sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0 - 6 * 3600)
     ids = []
     for _ in range(7):
@@ -93,6 +96,6 @@ async def test_backlog_in_chunks_one_sacct_and_squeue_per_poll(
         assert result.parts == 1
         rows = {(r.key.job_id, r.kind) for r in store.outbox_rows()}
         assert rows == {(j, k) for j in ids for k in ("start", "stop")}
-        # 4 chunks (2+2+2+1 starts, each with its stop); the watermark moved with the last
-        assert [n for n, _ in woken] == [4, 8, 12, 14]
+        # 4 chunks (1+2+2+2 starts, each with its stop); the watermark moved with the last
+        assert [n for n, _ in woken] == [2, 6, 10, 14]
         assert [mark for _, mark in woken] == [None, None, None, sim.now]

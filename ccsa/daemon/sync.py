@@ -244,9 +244,10 @@ class Syncer:
         decision = await self.decide(cluster, accts, queue, known, full_queue=last)
         mark = self.lag.hold(cluster, end, accts, queue_jobs, known) if last else end
         del queue_jobs, queue, known
-        applied = await store_in_chunks(
-            decision, waits, partial(self.build, cluster), partial(self.apply, cluster), mark
-        )
+        # slurmctld's text of every new start in one call, the scripts chunk by chunk
+        have = await self.metadata.fetch(cluster, decision.metadata_ids(), [], sacct=False)
+        build = partial(self.build, cluster, have=have)
+        applied = await store_in_chunks(decision, waits, build, partial(self.apply, cluster), mark)
         self.undecodable.decoded(self.store, cluster, accts)
         if not last:
             log.info(
