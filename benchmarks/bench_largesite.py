@@ -237,6 +237,8 @@ async def _measure(tmp: Path, n_jobs: int, log: Path) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "wall_to_last_post_s": round(max(r.time for r in posts) - spawned, 2) if posts else None,
         "first_start_job_s": round(min(starts) - spawned, 2) if starts else None,
+        "last_start_job_s": round(max(starts) - spawned, 2) if starts else None,
+        "posts_by_10s": _histogram([r.time - spawned for r in posts]),
         "peak_rss_mib": round(hwm_kib / 1024, 1),
         "slurm_commands": len(calls),
         "slurm_commands_by_kind": by_command,
@@ -246,6 +248,16 @@ async def _measure(tmp: Path, n_jobs: int, log: Path) -> dict[str, Any]:
         "http_posts": len(posts),
         "log_tail": (tmp / "daemon.log").read_text(errors="replace")[-800:],
     }
+
+
+def _histogram(times: list[float]) -> list[int]:
+    """POSTs per 10-second slot since the spawn (where the time went)."""
+    out: list[int] = []
+    for t in times:
+        slot = int(t // 10)
+        out.extend([0] * (slot + 1 - len(out)))
+        out[slot] += 1
+    return out
 
 
 def run(sizes: tuple[int, ...] = (10_000, 30_000), seed: int = 1) -> dict[str, Any]:
@@ -303,6 +315,7 @@ def main() -> None:
     result = run(tuple(args.jobs), args.seed)
     for n, r in result["sizes"].items():
         print(f"{n}: Slurm commands {r['slurm_commands_by_kind']}")
+        print(f"{n}: last start_job {r['last_start_job_s']} s; POSTs per 10 s {r['posts_by_10s']}")
         if r["exit_status"] != 0 or not r["all_delivered_once"]:
             print(r["log_tail"])
 
