@@ -174,7 +174,7 @@ def run(
 
 
 #: The modules whose warnings (unmapped GPUs, shape mismatches...) inspect prints.
-_LOGGERS = ("convert", "resources", "layout", "nodestate")
+_LOGGERS = ("convert", "tres", "resources", "layout", "nodestate")
 
 
 def _topology(path: str, opts: ConvertOptions, out: TextIO, err: TextIO) -> bool:
