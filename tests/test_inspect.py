@@ -197,3 +197,39 @@ def test_cli_inspect_subcommand(shared: Path, tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr
+
+
+def test_topology_gives_gpu_ids_and_threads(shared: Path, tmp_path: Path) -> None:
+    """``--topology``: a saved GET /api/clusters/ answer decides ids as the daemon does (#16).
+
+    Job 2 of the test bed: node1, cores 1-2 of 1 x 8, ``gpu:2(IDX:0-1)``. The topology numbers
+    two threads per core consecutively and lists lower-case GPU ids: without sinfo (no Slurm
+    shape) the topology's own shape is used.
+    """
+    from ccsa.sim.ccbackend import topologies
+
+    sub = topologies.subcluster(
+        "main", "node[1-2]", sockets=1, cores=8, threads=2, numbering="consecutive",
+        accelerators=topologies.gpu_ids(4),
+    )  # fmt: skip
+    answer = tmp_path / "clusters.json"
+    answer.write_text(json.dumps({"clusters": [topologies.cluster("testcluster", [sub])]}))
+    out, err = io.StringIO(), io.StringIO()
+    doc = str(shared / TESTBED / "scontrol-show-job-2-running-gpu.json")
+    rc = inspect.run([doc], None, out=out, err=err, topology_path=str(answer))
+    assert rc == 0, err.getvalue()
+    (start,) = [json.loads(x)["body"] for x in out.getvalue().splitlines()]
+    assert start["resources"] == [
+        {"hostname": "node1", "hwthreads": [2, 3, 4, 5],
+         "accelerators": ["00000000:0e:00.0", "00000000:1e:00.0"]}
+    ]  # fmt: skip
+
+
+def test_unusable_topology_file_is_one_error_line(tmp_path: Path) -> None:
+    answer = tmp_path / "clusters.json"
+    answer.write_text("<html>login</html>")
+    out, err = io.StringIO(), io.StringIO()
+    assert inspect.run([], None, out=out, err=err, topology_path=str(answer)) == 1
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert line["kind"] == "error"
+    assert "GET /api/clusters/: answer does not decode" in line["message"]
