@@ -45,6 +45,7 @@ ENABLED = BASE_FAULTS | {
     "http_401",  # #17 item 2 (d90fb40)
     "proxy_html",
     "dbd_lag",  # #18 item 3 (a58bcc2)
+    "power_up",  # #18 item 2 (64f6f5b)
 }
 #: Only in the long soak: the state database deleted between two kill -9 restarts (#17 item 4,
 #: 2033485). The restart re-reads everything since ``lastrun``, which on a loaded 2-core
