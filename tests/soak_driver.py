@@ -571,6 +571,9 @@ async def run_soak(plan: SoakPlan, out: TextIO | None = None) -> SoakResult:
             min_job_age=plan.min_job_age,
             store_scripts=True,
             seed=plan.seed,
+            # as the test bed's lifecycle slurm.conf: a requeued job may run again after 11 s,
+            # not 121 s (which would stretch the short soak by two minutes)
+            cred_expire=10.0,
         )
     )
     spec = sim.spec()

@@ -365,3 +365,16 @@ async def test_sdiag_through_ccsas_view(tmp_path: Path) -> None:
     doc = await slurm.sdiag(CLUSTER)
     assert num(doc.statistics.req_time) == int(T0 + 25)
     assert num(doc.statistics.dbd_agent_queue_size) == 2  # the submit and the start
+
+
+def test_cred_expire_sets_the_requeue_wait(tmp_path: Path) -> None:
+    """``AuthInfo=cred_expire=10`` (the test bed's lifecycle config): a requeued job may start
+    again 11 s after the requeue instead of 121 s (docs/real-slurm.md)."""
+    sim, (jid,) = make(
+        tmp_path, JobSpec(user="alice", duration=300, requeue_after=60), cred_expire=10.0
+    )
+    sim.set_now(T0 + 65)
+    (cur,) = sacct_jobs(sim, jid)
+    assert cur["time"]["eligible"] == int(T0 + 72)
+    sim.set_now(T0 + 100)
+    assert queue_job(sim, jid)["start_time"]["number"] == int(T0 + 72)

@@ -123,6 +123,7 @@ class SimCluster:
         operator: str | None = None,
         admin_level: str = "Operator",
         private_data: str = "none",
+        cred_expire: float | None = None,
     ) -> SimCluster:
         """Create (or overwrite) a simulated cluster in ``directory``; returns it.
 
@@ -133,6 +134,8 @@ class SimCluster:
         ``operator`` (default: the user running this) is added to every cluster's users with
         ``admin_level`` so ``sacctmgr show user $USER`` answers like a configured site.
         ``private_data`` is what ``scontrol show config`` reports as ``PrivateData``.
+        ``cred_expire`` (slurm.conf ``AuthInfo=cred_expire``, default 120 s): a requeued job
+        waits ``cred_expire + 1`` seconds before it may run again.
         """
         if data_parser not in DATA_PARSERS:
             raise ValueError(
@@ -155,6 +158,7 @@ class SimCluster:
                 dbd_lag=dbd_lag,
                 store_scripts=store_scripts,
                 private_data=private_data,
+                cred_expire=spec.cred_expire if cred_expire is None else cred_expire,
                 first_job_id=spec.first_job_id if isinstance(c, ClusterSpec) else 1000 + i * 100000,
             )
             specs.append(spec)

@@ -20,10 +20,11 @@ END_STATES = (
     "PREEMPTED",
 )
 
-#: A requeued (or preempted) job may start again this long after the requeue: slurmctld sets
-#: its begin time to now + cred_expire + 1 (``job_mgr.c``; AuthInfo ``cred_expire`` defaults to
-#: 120 s), seen as 121 s on the 24.11 test bed (docs/real-slurm.md).
-REQUEUE_DELAY = 121.0
+#: slurm.conf ``AuthInfo=cred_expire`` default (s). A requeued (or preempted) job may start
+#: again ``cred_expire + 1`` after the requeue (``job_mgr.c``: begin_time = now +
+#: cred_lifetime + 1), seen as 121 s on the 24.11 test bed and 11 s with ``cred_expire=10``
+#: (docs/real-slurm.md); `ClusterSpec.requeue_delay`.
+CRED_EXPIRE = 120.0
 
 #: data_parser version -> (Slurm release it is the CLI default of, release string printed).
 DATA_PARSERS: dict[str, tuple[str, str, str, str]] = {
@@ -114,6 +115,13 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: slurm.conf PrivateData (``scontrol show config``); ``jobs`` hides other users' jobs from
     #: non-operators in a real Slurm (the simulator only reports the setting).
     private_data: str = "none"
+    #: slurm.conf ``AuthInfo=cred_expire`` (s): how long a requeued job waits (`requeue_delay`)
+    cred_expire: float = CRED_EXPIRE
+
+    @property
+    def requeue_delay(self) -> float:
+        """A requeued job becomes eligible again this long after the requeue."""
+        return self.cred_expire + 1.0
 
     def group_of(self) -> dict[str, NodeGroup]:
         """Node name -> its group."""

@@ -19,7 +19,6 @@ import msgspec
 
 from ccsa.sim.slurm.model import (
     DATA_PARSERS,
-    REQUEUE_DELAY,
     ClusterSpec,
     Job,
     NodeGroup,
@@ -367,7 +366,9 @@ class Ctx:
         self.groups: dict[str, dict[str, NodeGroup]] = {}
         self.tres: dict[str, Tres] = {}
         self.uids: dict[str, dict[str, int]] = {}
+        self.requeue_delay: dict[str, float] = {}
         for c in state.clusters:
+            self.requeue_delay[c.name] = c.requeue_delay
             self.groups[c.name] = c.group_of()
             self.tres[c.name] = Tres(c)
             self.uids[c.name] = {u.name: u.uid for u in c.users}
@@ -409,7 +410,7 @@ def sacct_job(
     elif v.earlier and v.earlier[-1].ended in REQUEUE_STATES:
         # after a requeue the job is resubmitted: submit = the requeue, eligible 121 s later
         submission = int(v.earlier[-1].end)
-        eligible = int(v.earlier[-1].end + REQUEUE_DELAY)
+        eligible = int(v.earlier[-1].end + ctx.requeue_delay[j.cluster])
     if run is not None and state == "RUNNING" and now - run.start < lag:
         state = "PENDING"  # slurmdbd has the start time and nodes but not the state yet
         eligible = 0

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import msgspec
 
 from ccsa.sim.slurm.model import (
-    REQUEUE_DELAY,
     Alloc,
     ClusterSpec,
     GpuSpec,
@@ -395,11 +394,13 @@ def schedule(spec: ClusterSpec, items: Sequence[tuple[int, JobSpec]]) -> list[Jo
                 u.allocs = []
                 freed = True
                 if not u.done:  # requeued: back to the queue
-                    u.eligible = t + REQUEUE_DELAY
+                    u.eligible = t + spec.requeue_delay
                     u.started = None
                     heapq.heappush(events, (u.eligible, 2, u.seq, u.seq))
                     if u.spec.cancel_requeued_after is not None:
-                        cancel = t + max(1.0, min(u.spec.cancel_requeued_after, REQUEUE_DELAY - 1))
+                        cancel = t + max(
+                            1.0, min(u.spec.cancel_requeued_after, spec.requeue_delay - 1)
+                        )
                         heapq.heappush(events, (cancel, 1, u.seq, u.seq))
             elif kind == 1:
                 if (
