@@ -46,13 +46,6 @@ def _restart(tb: Testbed, extra_conf: Path | None) -> None:
         pytest.fail(f"slurm-testbed.sh up ({extra_conf or 'session config'}): {tail}")
 
 
-def _sbatch(tb: Testbed, *args: str, user: str) -> int:
-    """sbatch with the output to /dev/null: after a test bed ``reset`` the ids start at 1
-    again, and a stale ``/tmp/slurm-N.out`` of another user fails the job ("Slurmd could not
-    connect IO", signal 53)."""
-    return tb.sbatch("-o", "/dev/null", *args, user=user)
-
-
 def _node_state(tb: Testbed, node: str) -> str:
     return tb.run("sinfo", "-h", "-N", "-n", node, "-o", "%t").stdout.split()[0]
 
@@ -203,7 +196,7 @@ def test_operator_requeue_of_a_running_job(life: Lifecycles) -> None:
     """The first run stops as cancelled at the requeue time; the second run's start is the
     one cc-backend v1.5.4 refuses (same jobId within 86,400 s, ``job.go``), and nothing else."""
     tb = life.tb
-    job = _sbatch(tb, "-J", "requeued", "-w", "node1", "-c", "2", "--wrap", "sleep 15", user="bob")
+    job = tb.sbatch("-J", "requeued", "-w", "node1", "-c", "2", "--wrap", "sleep 15", user="bob")
     tb.wait_queue_state(job, ["RUNNING"], timeout=30)
     queued = _queued(tb, job)
     _started(life, job)
@@ -227,7 +220,7 @@ def test_operator_requeue_of_a_running_job(life: Lifecycles) -> None:
 
 def test_cancel_while_the_requeued_job_pends(life: Lifecycles) -> None:
     tb = life.tb
-    job = _sbatch(tb, "-J", "requeue-cancel", "-w", "node1", "--wrap", "sleep 60", user="bob")
+    job = tb.sbatch("-J", "requeue-cancel", "-w", "node1", "--wrap", "sleep 60", user="bob")
     tb.wait_queue_state(job, ["RUNNING"], timeout=30)
     _started(life, job)
     tb.run("scontrol", "requeue", str(job))
@@ -249,11 +242,11 @@ def test_cancel_while_the_requeued_job_pends(life: Lifecycles) -> None:
 def test_preemption_with_requeue(life: Lifecycles) -> None:
     """``PreemptMode=REQUEUE``: the preempted run stops as preempted at the preemption time."""
     tb = life.tb
-    low = _sbatch(tb, "-J", "low", "-p", "low", "-c", "8", "--mem=1G", "--wrap", "sleep 15",
+    low = tb.sbatch("-J", "low", "-p", "low", "-c", "8", "--mem=1G", "--wrap", "sleep 15",
                     user="alice")  # fmt: skip
     tb.wait_queue_state(low, ["RUNNING"], timeout=30)
     _started(life, low)
-    high = _sbatch(tb, "-J", "high", "-p", "high", "-c", "8", "--mem=1G", "--wrap", "sleep 5",
+    high = tb.sbatch("-J", "high", "-p", "high", "-c", "8", "--mem=1G", "--wrap", "sleep 5",
                      user="bob")  # fmt: skip
     tb.wait_acct_final([low, high], timeout=150)
     preempted, rerun = _acct_runs(tb, low)
@@ -286,7 +279,7 @@ def test_power_up_is_one_job_with_its_delivered_start_time(life: Lifecycles) -> 
     tb = life.tb
     tb.run("scontrol", "update", "nodename=node2", "state=power_down")
     tb.wait_until("node2 powered down", lambda: _node_state(tb, "node2") == "idle~", timeout=60)
-    job = _sbatch(tb, "-J", "power-up", "-p", "boot", "-c", "2", "--gres=gpu:1", "--wrap",
+    job = tb.sbatch("-J", "power-up", "-p", "boot", "-c", "2", "--gres=gpu:1", "--wrap",
                     "sleep 15", user="carol")  # fmt: skip
     states: set[str] = set()
 
@@ -323,7 +316,7 @@ def test_slurmdbd_outage_longer_than_the_overlap(life: Lifecycles) -> None:
     t_stop = time.monotonic()
     try:
         jobs = [
-            _sbatch(tb, "-J", f"dbd-lag-{i}", "-w", "node1", "--wrap", "sleep 3", user="alice")
+            tb.sbatch("-J", f"dbd-lag-{i}", "-w", "node1", "--wrap", "sleep 3", user="alice")
             for i in range(3)
         ]
         for job in jobs:
@@ -368,7 +361,7 @@ def test_het_job_components_are_separate_cc_backend_jobs(life: Lifecycles) -> No
     resources and counts, the common start time, the shared script, and its slurmInfo naming
     the leader (docs/real-slurm.md, docs/daemon.md)."""
     tb = life.tb
-    leader = _sbatch(tb, "-J", "het", "-c", "1", "--gres=gpu:1", ":", "-c", "2", "--wrap",
+    leader = tb.sbatch("-J", "het", "-c", "1", "--gres=gpu:1", ":", "-c", "2", "--wrap",
                        "sleep 12", user="bob")  # fmt: skip
     comps = [leader, leader + 1]
     tb.wait_queue_state(leader, ["RUNNING"], timeout=90)  # started by the backfill scheduler

@@ -148,7 +148,14 @@ class Testbed:
         return doc
 
     def sbatch(self, *args: str, user: str | None = None) -> int:
-        """Submit a batch job (``sbatch --parsable ARGS``); return its job id."""
+        """Submit a batch job (``sbatch --parsable ARGS``); return its job id.
+
+        The job's output goes to /dev/null unless ARGS say otherwise: after a test bed
+        ``reset`` the job ids start at 1 again, and a stale ``/tmp/slurm-N.out`` of another
+        user fails the job ("Slurmd could not connect IO", signal 53).
+        """
+        if not any(a in ("-o", "--output") or a.startswith("--output=") for a in args):
+            args = ("-o", "/dev/null", *args)
         out = self.run("sbatch", "--parsable", *args, user=user).stdout.strip()
         m = re.fullmatch(r"(\d+)(?:;\S+)?", out)
         if m is None:
