@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dbd-lag", type=float, default=0.0)
     c.add_argument("--store-scripts", action="store_true")
     c.add_argument(
+        "--cred-expire", type=float, default=120.0, help="AuthInfo cred_expire: requeue wait - 1"
+    )
+    c.add_argument(
         "--admin-level",
         default="Operator",
         choices=("Not Set", "None", "Operator", "Administrator"),
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 dbd_lag=args.dbd_lag,
                 store_scripts=args.store_scripts,
                 admin_level=args.admin_level,
+                cred_expire=args.cred_expire,
             )
             if args.jobs:
                 for name in sim.clusters:
