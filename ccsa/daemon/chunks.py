@@ -70,19 +70,21 @@ def split(decision: Decision, size: int | None = None, first: int | None = None)
 
 
 async def store_in_chunks(
-    decision: Decision,
+    parts: list[Decision],
     waits: Sequence[Wait],
     build: Callable[[Decision], Awaitable[list[Action]]],
     apply: Callable[..., ApplyResult],
     watermark: float,
 ) -> ApplyResult:
-    """Build (metadata fetch) and store `decision` chunk by chunk; `waits` and the watermark
-    go with the last chunk. ``apply(actions, watermark=...)`` is one transaction."""
-    parts = split(decision)
+    """Build (metadata fetch) and store the chunks of `split` one by one, taking each out of
+    `parts` (its views are freed once stored); `waits` and the watermark go with the last.
+    ``apply(actions, watermark=...)`` is one transaction."""
     applied = ApplyResult()
-    for i, part in enumerate(parts):
-        final = i == len(parts) - 1
+    while parts:
+        part = parts.pop(0)
+        final = not parts
         actions = await build(part)
+        del part
         if final:
             actions += waits
         applied += apply(actions, watermark=watermark if final else None)

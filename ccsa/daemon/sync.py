@@ -30,7 +30,7 @@ from ccsa import convert, logs
 from ccsa.ccbackend.models import NodeStateRequest
 from ccsa.convert import ConvertOptions
 from ccsa.daemon import plan
-from ccsa.daemon.chunks import store_in_chunks
+from ccsa.daemon.chunks import split, store_in_chunks
 from ccsa.daemon.dbdlag import LagWatch
 from ccsa.daemon.live import LiveRecords
 from ccsa.daemon.metadata import MetadataSource
@@ -246,16 +246,18 @@ class Syncer:
         del queue_jobs, queue, known
         # slurmctld's text of every new start in one call, the scripts chunk by chunk
         have = await self.metadata.fetch(cluster, decision.metadata_ids(), [], sacct=False)
+        n, seen, lookup = len(accts), frozenset(j.job_id for j in accts), decision.lookup
+        parts = split(decision)
+        del decision, accts  # each chunk's views are dropped once it is stored
         build = partial(self.build, cluster, have=have)
-        applied = await store_in_chunks(decision, waits, build, partial(self.apply, cluster), mark)
-        self.undecodable.decoded(self.store, cluster, accts)
+        applied = await store_in_chunks(parts, waits, build, partial(self.apply, cluster), mark)
+        self.undecodable.decoded(self.store, cluster, seen)
         if not last:
             log.info(
                 "%s: sub-window %s..%s UTC: %d jobs seen, %d starts and %d stops queued",
-                cluster, utc(begin), utc(end), len(accts), applied.starts, applied.stops,
+                cluster, utc(begin), utc(end), n, applied.starts, applied.stops,
             )  # fmt: skip
-        seen = frozenset(j.job_id for j in accts)
-        return _Part(len(accts), fresh, carried, applied, decision.lookup, seen, covered_rest)
+        return _Part(n, fresh, carried, applied, lookup, seen, covered_rest)
 
     async def _retry_waiting(self, cluster: str, seen: Collection[int]) -> None:
         """Look the cluster's waiting jobs (`plan.Wait`) up by id, whatever the watermark (a
@@ -352,7 +354,7 @@ class Syncer:
             ]
         applied = self.apply(cluster, [*actions, *self.undecodable.waits(cluster, "sacct", bad)],
                              watermark=None)  # fmt: skip
-        self.undecodable.decoded(self.store, cluster, accts)
+        self.undecodable.decoded(self.store, cluster, {j.job_id for j in accts})
         started = frozenset(j.job_id for j in accts if convert.start_time(j) is not None)
         finished = frozenset(j.job_id for j in accts if convert.is_finished(j))
         return LookupResult(started, finished, applied)

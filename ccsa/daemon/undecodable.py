@@ -15,13 +15,12 @@ The records of the cluster's last poll are kept for ``status`` (`last`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ccsa.daemon import plan
 from ccsa.daemon.plan import JobKey, KnownJob
 from ccsa.daemon.store import Store
-from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.stream import BadRecord
 
 __all__ = ["UNDECODED_START", "Undecodable", "without_waits"]
@@ -75,12 +74,11 @@ class Undecodable:
         return out
 
     @staticmethod
-    def decoded(store: Store, cluster: str, accts: Sequence[SacctJob]) -> None:
-        """Drop the waits of records that did not decode before and did now (``accts``)."""
+    def decoded(store: Store, cluster: str, ids: Collection[int]) -> None:
+        """Drop the waits of records that did not decode before and did now (their ids)."""
         waiting = store.waiting_ids(cluster)
         if waiting:
-            have = {j.job_id for j in accts}
-            store.drop_waits(cluster, [i for i in waiting if i in have], UNDECODED_START)
+            store.drop_waits(cluster, [i for i in waiting if i in ids], UNDECODED_START)
 
 
 def without_waits(known: Mapping[tuple[int, int], KnownJob]) -> dict[tuple[int, int], KnownJob]:
