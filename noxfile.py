@@ -98,5 +98,6 @@ def integration(session: nox.Session) -> None:
         "-p",
         "no:cacheprovider",
         "-v",
+        "-rs",  # the reason when the test bed cannot run here (a failure under CI=true)
         env={"CCSA_SLURM_TESTBED": os.environ.get("CCSA_SLURM_TESTBED", "1")},
     )
