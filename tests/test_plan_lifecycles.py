@@ -4,7 +4,7 @@ The documents are in tests/fixtures/slurm-24.11-lifecycles (captured on the real
 README and docs/real-slurm.md "Lifecycles of issue 18" describe them). Node power-up: while the
 nodes boot the job is RUNNING+CONFIGURING in squeue and RUNNING in sacct with the allocation
 time as start; when they are up slurmctld resets the start time (``job_mgr.c``
-``job_config_fini``) and overwrites sacct's record. A resize (the simulator's model of
+``job_config_fini``) and overwrites sacct's record. A resize (``scontrol update NumNodes``;
 ``job_mgr.c`` ``job_pre_resize_acctg``/``job_post_resize_acctg``) ends the record as RESIZING
 and starts a new one at the resize time. Neither is a requeue: no restart count increase, no
 REQUEUED/PREEMPTED record.
@@ -186,3 +186,25 @@ def test_het_components_are_separate_jobs_with_their_own_resources() -> None:
         (1, 2, 0),
     ]
     assert [s.body.resources[0].hostname for s in starts] == ["node1", "node2"]
+
+
+def test_the_real_resize_is_the_same_run() -> None:
+    """``scontrol update JobId=31 NumNodes=1`` on the test bed: the first record ends
+    ``["PENDING", "RESIZING"]`` at the resize, the next starts there (submit = start, restart
+    count 0); ``sacct -j`` without ``--duplicates`` shows only the latter."""
+    resized, rest = _acct("resize-sacct-duplicates.json")
+    s0, r = resized.time.start, rest.time.start
+    assert isinstance(s0, int)
+    assert isinstance(r, int)
+    assert list(resized.state.current) == ["PENDING", "RESIZING"]
+    assert rest.time.submission == r
+    delivered = KnownJob(JobKey(C, 31, s0), "started", partition="gpu")
+    running = QueueJob(job_id=31, cluster=C, job_state=["RUNNING"])
+    for answer in ([resized, rest], [rest]):
+        assert _plan(answer, {31: running}, [delivered], now=r + 5) == []
+    done = _finished(rest, r + 30)
+    for answer in ([resized, done], [done]):
+        actions = _plan(answer, {}, [delivered], now=r + 40)
+        assert [(type(a), a.key) for a in actions] == [(QueueStop, delivered.key)]
+        assert isinstance(actions[0], QueueStop)
+        assert (actions[0].body.start_time, actions[0].body.stop_time) == (s0, r + 30)
