@@ -12,7 +12,10 @@ per record that did not (the others are kept). Records are decoded one at a time
 record bad, with the full JSON path) and kept as compact JSON of the declared fields only
 (:attr:`QueueJob.job_resources_json`), decoded again on access (:attr:`QueueJob.job_resources`):
 as objects, v0.0.41+'s per-core lists take ~170 bytes per core, and pretty-printed by Slurm
-several times that, while the compact text of what the view declares is ~35 bytes per core.
+several times that, while the compact text of what the view declares is ~35 bytes per core, and
+~12 for a core that is not allocated: the text keeps a core's ``status`` only when it is
+``ALLOCATED`` (the one status ccsa reads, ``convert``), the core itself always (its count per
+socket numbers the cores).
 """
 
 from __future__ import annotations
@@ -166,7 +169,14 @@ def _compact_resources(job: QueueJob) -> QueueJob:
         raise msgspec.ValidationError(
             f"{text} - at `$.job_resources{path.rstrip('`') if at else ''}`"
         ) from exc
-    job.job_resources_json = (
-        _NULL if resources is None else msgspec.Raw(_resources_encoder.encode(resources))
-    )
+    if resources is None:
+        job.job_resources_json = _NULL
+        return job
+    if isinstance(resources.nodes, ResNodes):
+        for alloc in resources.nodes.allocation:
+            for socket in alloc.sockets:
+                for core in socket.cores:
+                    if core.status and core.status[0] != "ALLOCATED":
+                        core.status = []  # omitted from the text (see the module docstring)
+    job.job_resources_json = msgspec.Raw(_resources_encoder.encode(resources))
     return job
