@@ -126,6 +126,25 @@ def test_a_start_reset_after_a_delivered_start_is_the_same_run() -> None:
         assert _plan([done], {}, [row], now=RESET + 40) == []
 
 
+def test_a_lagging_record_of_the_allocation_time_is_the_same_run() -> None:
+    """slurmdbd lag after a power-up: the start went out (or is queued) under the reset time,
+    then a lagging sacct answer still shows the record with the allocation time (slurmdbd has
+    not applied the reset yet). Same run: no second start under the allocation time, which
+    cc-backend would refuse as a rerun (422) while the run it keeps is never stopped (found by
+    the short soak: job power_up-206 stuck "running" in the stand-in)."""
+    (lagging,) = _acct("powerup-configuring-sacct.json")  # start = ALLOCATED, RUNNING
+    (running,) = _acct("powerup-running-sacct.json")  # start = RESET
+    queue = _queue("powerup-running-squeue.json")
+    for phase in ("start_queued", "started"):
+        row = KnownJob(JobKey(C, JOB, RESET), phase, partition="boot")
+        assert _plan([lagging], queue, [row], now=RESET + 30) == []
+        done = _finished(running, RESET + 21)
+        actions = _plan([lagging, done], {}, [row], now=RESET + 30)
+        assert [(type(a), a.key) for a in actions] == [(QueueStop, row.key)]
+        assert isinstance(actions[0], QueueStop)
+        assert actions[0].body.start_time == RESET
+
+
 def test_a_resize_is_the_same_run() -> None:
     """Resize: the first record ends RESIZING, a new one starts at the resize time (submit =
     eligible = start = resize time, restart count unchanged). One cc-backend job."""

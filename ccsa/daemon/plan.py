@@ -240,6 +240,8 @@ def decide(
         start = convert.start_time(acct)
         if start is None or _resizing(acct):
             continue  # never started; or resized: the run goes on in the job's next record
+        if _lagging(acct, start, by_id.get(jid, ())):
+            continue  # slurmdbd's image from before a power-up reset: the run ccsa knows
         same = _same_run(acct, start, by_id.get(jid, ()), records[jid])
         if same is not None:  # power-up reset or resize: the run ccsa knows, under its start
             start = same.key.start_time
@@ -341,6 +343,24 @@ def _same_run(
         return None  # requeued since: a new run (its earlier record may be hidden by -j)
     submitted = convert.timestamp(acct.time.submission) or 0
     return prev if prev.key.start_time >= submitted or submitted == start else None
+
+
+def _lagging(acct: SacctJob, start: int, rows: Iterable[KnownJob]) -> bool:
+    """A running record older than a run ccsa already knows of the same job, never requeued.
+
+    After a power-up slurmctld resets the start time and sends slurmdbd a new job start, which
+    overwrites the record (``job_mgr.c`` ``job_config_fini``, ``as_mysql_job.c``); while
+    slurmdbd lags, a sacct answer can still show the record with the allocation time after ccsa
+    has planned the run under the reset time (from a newer answer). That record is the same run,
+    not a new one: a second start would be refused by cc-backend as a rerun (422) and the run it
+    keeps would never be stopped (found by the short soak). A finished, requeued or preempted
+    record is evidence of its own and is planned as usual.
+    """
+    if convert.is_finished(acct) or num(acct.restart_cnt):
+        return False
+    if not _REQUEUED_RUN.isdisjoint(flags(acct.state.current)):
+        return False
+    return any(r.key.start_time > start and r.phase != "waiting" for r in rows)
 
 
 def _configuring(live: QueueJob | None, start: int, now: float | None) -> bool:
