@@ -215,10 +215,14 @@ def test_resize_starts_a_new_record(tmp_path: Path) -> None:
     assert a["time"]["start"] == a["time"]["submission"] == int(T0 + 101)
     assert a["allocation_nodes"] == 1
     dup = sacct_jobs(sim, jid, "--duplicates")
-    assert [(j["state"]["current"][0], j["nodes"], j["time"]["end"]) for j in dup] == [
-        ("RESIZING", two, int(T0 + 101)),
-        ("RUNNING", a["nodes"], 0),
+    assert [(j["state"]["current"], j["nodes"], j["time"]["end"]) for j in dup] == [
+        (["PENDING", "RESIZING"], two, int(T0 + 101)),
+        (["RUNNING"], a["nodes"], 0),
     ]
+    # a time window shows both records without --duplicates too (test bed job 31)
+    out = tool(sim, "sacct", "--cluster", CLUSTER, "--allusers", "-S", "2026-11-23T20:00",
+               "-E", "now", "--json")  # fmt: skip
+    assert [j["state"]["current"][-1] for j in json.loads(out)["jobs"]] == ["RESIZING", "RUNNING"]
     t = truth(sim, jid)
     assert (t.start, t.restarts, len(t.nodes)) == (int(T0 + 1), 0, 1)
 

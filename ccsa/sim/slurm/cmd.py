@@ -516,8 +516,15 @@ def cmd_sacct(
                 continue
         if states is not None and v.state not in states:
             continue
-        if "duplicates" in o.flags:
-            for r in v.earlier:
+        window = ids is None or "start" in o.values or "end" in o.values
+        if "duplicates" in o.flags or window:
+            # a time window shows a resize's RESIZING record without -D too; -j does not (24.11
+            # test bed, docs/real-slurm.md "Resize")
+            for r in (
+                v.earlier
+                if "duplicates" in o.flags
+                else tuple(x for x in v.earlier if x.ended == "RESIZING")
+            ):
                 d = render.sacct_job(
                     ctx, item, script=False, lag=0.0, run_override=r, state_override=r.ended
                 )

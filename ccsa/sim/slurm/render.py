@@ -505,9 +505,9 @@ def sacct_job(
         "stderr": "",
         "stdin": "/dev/null",
         "state": {
-            # an earlier record ended by a requeue reads ["PENDING", "REQUEUED"] (the job's
-            # state when slurmdbd closed it, 24.11 test bed, docs/real-slurm.md)
-            "current": ["PENDING", "REQUEUED"] if state == "REQUEUED" else [state],
+            # an earlier record ended by a requeue or resize reads ["PENDING", "REQUEUED"] /
+            # ["PENDING", "RESIZING"] (24.11 test bed, docs/real-slurm.md)
+            "current": ["PENDING", state] if state in ("REQUEUED", "RESIZING") else [state],
             "reason": "Priority" if state == "PENDING" and run is None else "None",
         },
         "steps": steps,
