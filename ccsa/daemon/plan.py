@@ -11,7 +11,7 @@ so the rules live in one place and mypy checks every call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -237,14 +237,10 @@ def decide(
 
     for acct in accts:
         jid = acct.job_id
-        start = convert.start_time(acct)
-        if start is None or _resizing(acct):
-            continue  # never started; or resized: the run goes on in the job's next record
-        if _lagging(acct, start, by_id.get(jid, ())):
-            continue  # slurmdbd's image from before a power-up reset: the run ccsa knows
-        same = _same_run(acct, start, by_id.get(jid, ()), records[jid])
-        if same is not None:  # power-up reset or resize: the run ccsa knows, under its start
-            start = same.key.start_time
+        run = _run_of(acct, by_id.get(jid, ()), records[jid])
+        if run is None:
+            continue
+        start, same = run
         key = JobKey(cluster, jid, start)
         if (jid, start) in settled:
             continue  # the same record twice (overlapping answers)
@@ -310,6 +306,19 @@ def _requeue_stops(
             decision.extra.append(_requeue_stop(older, start))
 
 
+def _run_of(
+    acct: SacctJob, rows: Sequence[KnownJob], recs: Iterable[SacctJob]
+) -> tuple[int, KnownJob | None] | None:
+    """The start time under which this record's run is planned, and the known row of the same
+    run when its start moved (power-up reset, resize). None: nothing to plan (never started;
+    the RESIZING record, whose run goes on in the next; a lagging image of a known run)."""
+    start = convert.start_time(acct)
+    if start is None or _resizing(acct) or _lagging(acct, start, rows):
+        return None
+    same = _same_run(acct, start, rows, recs)
+    return (start if same is None else same.key.start_time), same
+
+
 def _resizing(acct: SacctJob) -> bool:
     """The record a resize ended (``job_mgr.c`` ``job_pre_resize_acctg``): the job goes on."""
     return "RESIZING" in flags(acct.state.current)
@@ -346,16 +355,10 @@ def _same_run(
 
 
 def _lagging(acct: SacctJob, start: int, rows: Iterable[KnownJob]) -> bool:
-    """A running record older than a run ccsa already knows of the same job, never requeued.
-
-    After a power-up slurmctld resets the start time and sends slurmdbd a new job start, which
-    overwrites the record (``job_mgr.c`` ``job_config_fini``, ``as_mysql_job.c``); while
-    slurmdbd lags, a sacct answer can still show the record with the allocation time after ccsa
-    has planned the run under the reset time (from a newer answer). That record is the same run,
-    not a new one: a second start would be refused by cc-backend as a rerun (422) and the run it
-    keeps would never be stopped (found by the short soak). A finished, requeued or preempted
-    record is evidence of its own and is planned as usual.
-    """
+    """A running, never requeued record older than a run ccsa knows of the job: slurmdbd's
+    image from before a power-up reset (``job_mgr.c`` ``job_config_fini`` overwrites it; a
+    lagging sacct still shows the allocation time). Planning it as a new run sent a second start
+    (cc-backend: 422 rerun) and left the run it kept unstopped (found by the short soak)."""
     if convert.is_finished(acct) or num(acct.restart_cnt):
         return False
     if not _REQUEUED_RUN.isdisjoint(flags(acct.state.current)):
