@@ -9,7 +9,7 @@ transaction, so memory is bounded by one sub-window's answer and the delivery st
 first one. Then phase 2 of the stale check (``sacct -j`` of jobs missing from squeue twice) and
 node state (best effort). `Syncer.sync_all` polls every cluster, each on its own.
 `Syncer.lookup(cluster, ids)` is the same planning for a few job ids (PrEp events, stale jobs,
-the stuck-job checker) without a watermark move.
+the stuck-job checker; its Slurm calls: `byid.fetch`) without a watermark move.
 
 Metadata of new starts (``scontrol show job`` text, batch scripts) comes from
 `metadata.MetadataSource`, each script from the source `scripts.ScriptSource` chooses. A new
@@ -29,7 +29,7 @@ import trio
 from ccsa import convert, logs
 from ccsa.ccbackend.models import NodeStateRequest
 from ccsa.convert import ConvertOptions
-from ccsa.daemon import plan
+from ccsa.daemon import byid, plan
 from ccsa.daemon.chunks import split, store_in_chunks
 from ccsa.daemon.dbdlag import LagWatch
 from ccsa.daemon.live import LiveRecords
@@ -45,7 +45,6 @@ from ccsa.nodestate import NodeLoad, node_load, node_shapes
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
-from ccsa.slurm.stream import BadRecord
 
 __all__ = ["LookupResult", "Syncer", "TickResult", "of_cluster"]
 
@@ -338,9 +337,8 @@ class Syncer:
             forget: known (job_id, start_time) rows to plan as if unknown (re-send a start
                 that cc-backend lost).
         """
-        accts, queue, meta, bad = await self._fetch(
-            cluster, sorted(set(ids)), with_queue=with_queue
-        )
+        wanted = sorted(set(ids))
+        accts, queue, meta, bad = await byid.fetch(self, cluster, wanted, with_queue=with_queue)
         known = without_waits(self.store.known_jobs_for(cluster, [j.job_id for j in accts]))
         for key in forget:
             known.pop(key, None)
@@ -358,43 +356,6 @@ class Syncer:
         started = frozenset(j.job_id for j in accts if convert.start_time(j) is not None)
         finished = frozenset(j.job_id for j in accts if convert.is_finished(j))
         return LookupResult(started, finished, applied)
-
-    async def _fetch(
-        self, cluster: str, wanted: list[int], *, with_queue: bool
-    ) -> tuple[list[SacctJob], dict[int, QueueJob] | None, Metadata, list[BadRecord]]:
-        """A lookup's one round of Slurm calls: ``sacct -j`` and (`with_queue`) ``squeue -j``
-        plus the metadata of the jobs this daemon does not know yet (a prolog's new job), all
-        at once: the hook path wants one round, not two."""
-        accts: list[SacctJob] = []
-        bad: list[BadRecord] = []
-        queue_jobs: list[QueueJob] = []
-        meta = [NO_METADATA]
-        known_wanted = self.store.known_jobs_for(cluster, wanted)
-        known_ids = {jid for jid, _ in known_wanted}
-        new_ids = [i for i in wanted if i not in known_ids] if with_queue else []
-        script_ids = self.scripts.from_slurmctld_ahead(cluster, new_ids)
-        with_scripts = with_queue and self.scripts.ask_sacct(cluster)
-
-        async def get_sacct() -> None:
-            doc = await self.slurm.sacct_jobs(cluster, wanted, scripts=with_scripts)
-            accts.extend(doc.jobs)
-            bad.extend(doc.bad)
-
-        async def get_queue() -> None:
-            got = await self.slurm.squeue_jobs(cluster, wanted)
-            queue_jobs.extend(got)
-            # at once, even if sacct fails in this round: the job may be gone by the retry
-            self.live.remember(cluster, got, known_wanted)
-
-        async def get_meta() -> None:
-            meta[0] = await self.metadata.fetch(cluster, new_ids, script_ids, sacct=False)
-
-        await _concurrently(*([get_sacct, get_queue, get_meta] if with_queue else [get_sacct]))
-        accts = of_cluster(accts, cluster)
-        if with_scripts:
-            self.scripts.note(cluster, accts)
-        queue = {q.job_id: q for q in queue_jobs} if with_queue else None
-        return accts, queue, meta[0], bad
 
     # --- shared by polls and lookups -------------------------------------------------------
 
@@ -456,24 +417,3 @@ class Syncer:
         if applied.starts or applied.stops or applied.resource_updates or applied.parked_stops:
             self.on_queued()
         return applied
-
-
-async def _concurrently(*calls: Callable[[], Awaitable[None]]) -> None:
-    """Run the calls at once and let each finish; then raise the first SlurmError, if any.
-
-    A failing call does not cancel the others: what they learned is still used (e.g. the live
-    squeue record `LiveRecords.remember` keeps while sacct is failing). Anything else propagates.
-    """
-    failures: list[SlurmError] = []
-
-    async def guarded(call: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await call()
-        except SlurmError as exc:
-            failures.append(exc)
-
-    async with trio.open_nursery() as nursery:
-        for call in calls:
-            nursery.start_soon(guarded, call)
-    if failures:
-        raise failures[0]
