@@ -352,3 +352,29 @@ async def test_batch_script_exit_0_with_empty_stdout_is_no_script(fake: Fake) ->
     assert await slurm.batch_script("c1", 4000000) is None
     assert await slurm.batch_script("c1", 7) == "#!/bin/sh\necho job 7\n"
     assert await slurm.batch_scripts("c1", [7, 4000000]) == {7: "#!/bin/sh\necho job 7\n"}
+
+
+async def test_the_local_cluster_is_asked_without_cluster(fake: Fake, testbed: Path) -> None:
+    """``scontrol show config``'s ClusterName, if sacctmgr lists it, is asked without
+    ``--cluster`` (which needs slurmdbd, docs/real-slurm.md); other clusters and sacct keep it."""
+    fixture = str(testbed / "squeue.json")
+    fake.add("squeue", f"sys.stdout.write(open({fixture!r}).read())\n")
+    fake.add("sdiag", "sys.exit(1)\n")
+    fake.add("scontrol", "print('Configuration data as of x\\nClusterName             = c1')\n")
+    slurm = fake.slurm()
+    assert await slurm.learn_local_cluster(["c2"]) is None  # not one of sacctmgr's clusters
+    assert await slurm.learn_local_cluster(["c1", "c2"]) == "c1"
+    await slurm.squeue_all("c1")
+    await slurm.squeue_all("c2")
+    with pytest.raises(SlurmCommandError, match="/sdiag --json` exited 1"):
+        await slurm.sdiag("c1")
+    assert fake.calls()[2:] == [
+        ["squeue", "--noheader", "--all", "--json"],
+        ["squeue", "--noheader", "--cluster", "c2", "--all", "--json"],
+        ["sdiag", "--json"],
+    ]
+    fake.add("scontrol", "sys.exit(1)\n")  # slurmctld down: keep --cluster for everything
+    fresh = fake.slurm()
+    assert await fresh.learn_local_cluster(["c1"]) is None
+    await fresh.squeue_all("c1")
+    assert fake.calls()[-1] == ["squeue", "--noheader", "--cluster", "c1", "--all", "--json"]

@@ -20,6 +20,7 @@ from ccsa import convert
 from ccsa.ccbackend.models import StartJob, StopJob
 from ccsa.daemon.store import Store
 from ccsa.daemon.sync import Syncer
+from ccsa.errors import SlurmError
 from ccsa.sim.slurm import JobSpec, SimCluster
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.runner import SlurmRunner
@@ -95,6 +96,45 @@ async def test_job_inside_a_dbd_lag_longer_than_the_overlap_is_delivered(
     assert {job for _, job, _ in held_seen} <= {short, long_}
     assert sync.lag.holds.get("c1") is None  # nothing held once slurmdbd caught up
     assert sync.lag.clock.queue["c1"] == 0
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-cluster", "always-cluster"])
+async def test_job_inside_a_slurmdbd_outage_seen_by_a_hook_lookup_is_delivered(
+    tmp_path: Path, store: Store, local: bool
+) -> None:
+    """slurmdbd down 130 s, then 300 s behind (the real test bed: slurmctld re-sends its queue
+    late); a 10-s job starts and ends inside the outage. Every poll fails at sacct; the
+    prolog's lookup runs ``squeue -j`` too. Asked without ``--cluster`` (the local slurmctld's
+    cluster) it answers and its live record holds the watermark once sacct answers again, so
+    the job is queued when slurmdbd has it. With ``--cluster`` (before the fix) squeue fails
+    like sacct, nothing holds the watermark and the job is lost."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=300)
+    (job,) = sim.submit_many([JobSpec(user="alice", submit=T0 + 100, duration=10)])
+    sim.set_fault("dbd_down", start=T0 + 70, end=T0 + 200)
+    sim.set_fault("dbd_lag", seconds=300, start=T0 + 70, end=T0 + 500)
+    sync = syncer(sim, store)
+    if local:
+        assert await sync.slurm.learn_local_cluster(["c1"]) == "c1"
+    failed = 0
+    for t in sorted([*range(60, 1000, 30), 105]):
+        sim.set_now(T0 + t)
+        if t == 105:  # the prolog's lookup (sacct fails, squeue may answer)
+            with pytest.raises(SlurmError):
+                await sync.lookup("c1", [job])
+        try:
+            await sync.tick("c1")
+        except SlurmError:
+            failed += 1
+    starts, stops = queued(store)
+    assert failed == 5  # the polls at 90..180 s
+    truth = {j.job_id: j for j in sim.jobs()}[job]
+    if not local:
+        assert (starts, stops) == ({}, {})
+        return
+    assert starts[job].start_time == truth.start
+    assert starts[job].resources[0].hwthreads  # from the remembered live record
+    assert (stops[job].stop_time, stops[job].job_state) == (truth.end, "completed")
+    assert sync.lag.holds.get("c1") is None
 
 
 async def test_slurm_clock_behind_by_more_than_the_overlap(

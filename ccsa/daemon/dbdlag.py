@@ -6,7 +6,11 @@ job that starts and ends inside a lag longer than ``slurmQueryOverlap`` would be
 window ever read. So a poll does not move the cluster's watermark past the oldest start that
 squeue showed and neither sacct's answer nor ccsa's rows have (`unrecorded_starts`,
 `hold_watermark`): the next window begins at that start minus the overlap and reads the job
-once slurmdbd has it. The hold is bounded (`HOLD_LIMIT`): a job slurmdbd still lacks after
+once slurmdbd has it. squeue's answers include the hook lookups' (`LiveRecords.remember`,
+kept `live.MEMORY_SECONDS`): while slurmdbd is down the poll's sacct fails before its squeue
+runs, but a prolog's lookup runs ``squeue -j`` (without ``--cluster`` for the local cluster, so
+it answers, `Slurm.learn_local_cluster`), and a job that ends before slurmdbd is back is in no
+later squeue. The hold is bounded (`HOLD_LIMIT`): a job slurmdbd still lacks after
 that is let go with a warning (``backfill`` re-reads such a span once slurmdbd has it).
 
 **Clock skew** (item 4). The window's end is "now", and a job's times are slurmctld's clock. If
@@ -27,8 +31,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ccsa import convert
+from ccsa.daemon.live import MEMORY_SECONDS
 from ccsa.daemon.plan import KnownJob
 from ccsa.daemon.snapshot import ClusterStatus
+from ccsa.daemon.store import Store
+from ccsa.daemon.undecodable import UNDECODED_START
 from ccsa.daemon.windows import utc
 from ccsa.errors import SlurmError
 from ccsa.slurm.commands import Slurm
@@ -143,6 +150,7 @@ class LagWatch:
     slurm: Slurm
     now: Callable[[], float]
     overlap: float
+    store: Store
     clock: SkewGauge = field(init=False)
     #: per cluster: the start the watermark waits behind (`hold_watermark`)
     holds: dict[str, Hold] = field(default_factory=dict)
@@ -158,11 +166,14 @@ class LagWatch:
         queue_jobs: Sequence[QueueJob],
         known: Mapping[tuple[int, int], KnownJob],
     ) -> float:
-        """The watermark a poll commits: `end`, or the oldest start squeue showed that neither
-        this sacct answer nor ccsa's rows have."""
+        """The watermark a poll commits: `end`, or the oldest start squeue showed (this poll
+        or a remembered live record) that neither this sacct answer nor ccsa's rows have."""
         recorded = {jid for jid, _start in known}
         recorded.update(j.job_id for j in accts if convert.start_time(j) is not None)
-        unrecorded = unrecorded_starts(queue_jobs, recorded)
+        since = self.now() - MEMORY_SECONDS
+        live = self.store.live_starts(cluster, since, not_start=UNDECODED_START)
+        unrecorded = {jid: s for jid, s in live.items() if jid not in recorded}
+        unrecorded.update(unrecorded_starts(queue_jobs, recorded))
         mark, hold, let_go = hold_watermark(end, unrecorded, overlap=self.overlap)
         if let_go:
             log.warning(

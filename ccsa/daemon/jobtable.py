@@ -137,6 +137,18 @@ class JobTable(StateDB):
                 out[(jid, start)] = bytes(rec)
         return out
 
+    def live_starts(self, cluster: str, since: float, *, not_start: int) -> dict[int, int]:
+        """Job id -> start time of the live records remembered (`remember_live`) since
+        ``since`` whose job id has no row (rows with start ``not_start`` do not count): jobs
+        squeue showed RUNNING that ccsa has not planned. One query, however many records."""
+        rows = self._db.execute(
+            "SELECT job_id, start_time FROM live WHERE cluster=? AND seen >= ? AND NOT EXISTS "
+            "(SELECT 1 FROM jobs WHERE jobs.cluster=live.cluster AND jobs.job_id=live.job_id "
+            "AND jobs.start_time<>?)",
+            (cluster, since, not_start),
+        )
+        return {int(jid): int(start) for jid, start in rows}
+
     def waiting_ids(self, cluster: str) -> list[int]:
         """Ids of the cluster's waiting jobs (`plan.Wait`; looked up again on every poll)."""
         q = "SELECT DISTINCT job_id FROM jobs WHERE cluster=? AND phase='waiting' ORDER BY 1"

@@ -83,7 +83,9 @@ async def startup_checks(slurm: Slurm, user: str | None = None) -> list[str]:
             "in slurmdbd: `sacctmgr add user %s account=root adminlevel=operator`)",
             me, ",".join(sorted(levels)) or "None", me, me, me,
         )  # fmt: skip
-    log.info("Slurm %s, clusters: %s", version, ", ".join(names))
+    local = await slurm.learn_local_cluster(names)
+    log.info("Slurm %s, clusters: %s%s", version, ", ".join(names),
+             f" (local slurmctld: {local})" if local else "")  # fmt: skip
     return names
 
 

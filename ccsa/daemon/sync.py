@@ -135,7 +135,7 @@ class Syncer:
         self.scripts = ScriptSource(self.slurm, self.store)
         self.metadata = MetadataSource(self.slurm, self.scripts)
         self.live = LiveRecords(self.slurm, self.store, self.now)
-        self.lag = LagWatch(self.slurm, self.now, self.overlap)
+        self.lag = LagWatch(self.slurm, self.now, self.overlap, self.store)
 
     # --- the poll -------------------------------------------------------------------------
 

@@ -10,6 +10,14 @@ Slurm quirks handled here (slurm-json.md §1, §11):
 
 * ``squeue``/``sinfo`` print ``CLUSTER: name`` before the JSON whenever ``--cluster`` is given
   unless ``--noheader``; we pass ``--noheader`` and strip such a line defensively anyway.
+* ``squeue``, ``scontrol``, ``sinfo`` and ``sdiag`` given ``--cluster``/``-M`` look the
+  cluster's slurmctld up in slurmdbd and exit 1 while slurmdbd is down (``_open_persist_conn:
+  failed to open persistent connection``); without it they ask the slurmctld of the local
+  slurm.conf and answer (24.11 test bed, docs/real-slurm.md "slurmdbd stopped while short jobs
+  start and end"; in SchedMD's squeue/sinfo/scontrol/sdiag option parsing ``-M`` calls
+  ``slurmdb_get_info_cluster`` and exits 1 via ``print_db_notok`` when that fails). So the
+  cluster the local slurmctld serves (``ClusterName`` of ``scontrol show config``,
+  `Slurm.learn_local_cluster`) is asked without ``--cluster``. sacct always needs slurmdbd.
 * ``squeue -j ID`` with exactly one unknown id exits 1 (``Invalid job id specified``, no JSON);
   that is an empty answer, not an error. Same for ``scontrol show job ID`` in text mode.
 * ``sacct -j MASTER`` returns every task of an array (and every component of a het job):
@@ -90,6 +98,24 @@ class Slurm:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.runner = runner
         self.chunk_size = chunk_size
+        #: ClusterName of the local slurm.conf (`learn_local_cluster`): asked without --cluster
+        self.local_cluster: str | None = None
+
+    async def learn_local_cluster(self, names: Collection[str]) -> str | None:
+        """Set `local_cluster` to ``scontrol show config``'s ClusterName if it is one of
+        ``names`` (sacctmgr's clusters); best effort: on failure every call keeps --cluster."""
+        try:
+            name = (await self.config_values()).get("ClusterName", "")
+        except SlurmError as exc:
+            log.warning("scontrol show config failed, so squeue/scontrol/sinfo keep --cluster "
+                        "and fail while slurmdbd is down: %s", exc)  # fmt: skip
+            return None
+        self.local_cluster = name if name and name in names else None
+        return self.local_cluster
+
+    def _where(self, cluster: str) -> list[str]:
+        """``--cluster C``, or nothing for the local slurmctld's cluster (module docstring)."""
+        return [] if cluster == self.local_cluster else ["--cluster", cluster]
 
     def _chunks(self, ids: Collection[int]) -> list[list[int]]:
         unique = _unique(ids)
@@ -169,7 +195,7 @@ class Slurm:
 
     async def squeue_all(self, cluster: str) -> QueueDoc:
         """``squeue --noheader --cluster C --all --json``: every pending/running job."""
-        args = ["--noheader", "--cluster", cluster, "--all", "--json"]
+        args = ["--noheader", *self._where(cluster), "--all", "--json"]
         return await self._jobs("squeue", args, squeue.decode_file)
 
     async def squeue_jobs(
@@ -185,7 +211,7 @@ class Slurm:
         states = ["-t", "all"] if all_states else []
 
         async def one(chunk: list[int]) -> list[QueueJob]:
-            args = ["--noheader", "--cluster", cluster, "-j", ",".join(map(str, chunk))]
+            args = ["--noheader", *self._where(cluster), "-j", ",".join(map(str, chunk))]
             args += [*states, "--json"]
             try:
                 doc = await self._jobs("squeue", args, squeue.decode_file)
@@ -209,7 +235,7 @@ class Slurm:
         asked = set(_unique(ids))
         if not asked:
             return []
-        args = ["--cluster", cluster, "show", "job", "--json"]
+        args = [*self._where(cluster), "show", "job", "--json"]
         doc = await self._jobs("scontrol", args, squeue.decode_file)
         _log_bad(doc.bad, label=_label("scontrol", args))
         return _filter_queue_jobs([doc.jobs], asked)
@@ -223,7 +249,7 @@ class Slurm:
         asked = _unique(ids)
         if not asked:
             return {}
-        args = ["--cluster", cluster, "show", "job"]
+        args = [*self._where(cluster), "show", "job"]
         if len(asked) == 1:
             args.append(str(asked[0]))
         try:
@@ -242,7 +268,7 @@ class Slurm:
         stdout and ``job script retrieval failed: ...`` on stderr: empty output is "no script",
         never an empty script (a real batch script has at least its ``#!`` line).
         """
-        args = ["--cluster", cluster, "write", "batch_script", str(job_id), "-"]
+        args = [*self._where(cluster), "write", "batch_script", str(job_id), "-"]
         try:
             data = await self.runner.run("scontrol", args)
         except SlurmError as exc:
@@ -271,14 +297,15 @@ class Slurm:
 
     async def sdiag(self, cluster: str) -> SdiagDoc:
         """``sdiag --cluster C --json``: slurmctld's clock and its slurmdbd message queue."""
-        data, label = await self._json("sdiag", ["--cluster", cluster, "--json"])
+        data, label = await self._json("sdiag", [*self._where(cluster), "--json"])
         return sdiag.decode(data, command=label)
 
     # -- sinfo ------------------------------------------------------------------------------
 
     async def sinfo(self, cluster: str) -> SinfoDoc:
         """``sinfo --cluster C --noheader --json``: node states and allocations."""
-        data, label = await self._json("sinfo", ["--cluster", cluster, "--noheader", "--json"])
+        args = [*self._where(cluster), "--noheader", "--json"]
+        data, label = await self._json("sinfo", args)
         return sinfo.decode(data, command=label)
 
 

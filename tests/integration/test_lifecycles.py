@@ -310,8 +310,14 @@ def test_power_up_is_one_job_with_its_delivered_start_time(life: Lifecycles) -> 
 
 def test_slurmdbd_outage_longer_than_the_overlap(life: Lifecycles) -> None:
     """slurmdbd stopped for longer than slurmQueryOverlap while short jobs start and end:
-    sacct fails meanwhile, squeue shows them; every one is delivered once it is back."""
+    sacct fails meanwhile, squeue shows them; every one is delivered once it is back.
+
+    ccsa asks the local slurmctld's cluster without ``--cluster`` (which needs slurmdbd), so
+    the prologs' ``squeue -j`` answers during the outage and holds the watermark until sacct
+    has the jobs (docs/real-slurm.md "What ccsa does in these cases")."""
     tb = life.tb
+    log = life.daemon.log_path.read_text(errors="replace")
+    assert f"(local slurmctld: {tb.cluster})" in log, life.daemon.log_tail()
     tb.stop_daemon("slurmdbd")
     t_stop = time.monotonic()
     try:
@@ -350,7 +356,8 @@ def test_slurmdbd_outage_longer_than_the_overlap(life: Lifecycles) -> None:
         state = final[str(job)].lower()
         assert reqs[1]["body"] == _stop(job, tb.cluster, state, s, e)
         rows.append(f"#{job} {reqs[0]['body']['resources']}")
-    kind = f"slurmdbd down {outage:.0f} s, sacct {lag:.0f} s behind after"
+    held = life.daemon.log_path.read_text(errors="replace").count("the watermark waits behind")
+    kind = f"slurmdbd down {outage:.0f} s, sacct {lag:.0f} s behind after, {held} holds"
     JOB_REPORT.append((kind, f"{final}; {queue_size.strip()}", "; ".join(rows)))
 
 
