@@ -58,11 +58,6 @@ def num(x: Num | float | None) -> int | None:
     return value
 
 
-def is_infinite(x: Num | None) -> bool:
-    """True for an NV object that says INFINITE (e.g. an UNLIMITED time limit)."""
-    return isinstance(x, NV) and x.infinite
-
-
 def first(x: Flags | None) -> str:
     """The base value of a flag list (element 0), the string itself for v0.0.39, else ``""``."""
     if x is None:
