@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
+from ccsa import convert
 from ccsa.convert import ConvertOptions
 from ccsa.daemon.plan import (
     CONFIGURING_LIMIT,
@@ -188,6 +191,25 @@ def test_a_requeue_is_still_a_new_run() -> None:
     # a `sacct -j` lookup shows only the rerun (no --duplicates): still a requeue
     actions = _plan([rerun], {}, [delivered], now=s1 + 210)
     assert [type(a) for a in actions] == [QueueStart, QueueStop]
+
+
+def test_a_requeued_run_never_takes_the_next_runs_allocation() -> None:
+    """ccsa first sees a requeued job once it runs again: sacct has the first run's REQUEUED
+    record, squeue only the new run (other nodes, later start). The first run's start must not
+    carry the new run's cores and hosts (found by the short soak: cc-backend kept a run with
+    the hosts of the next one); it gets what ccsa remembered of its own run, else host names."""
+    first, _ = _acct("requeue-pending-sacct-duplicates.json")
+    s1 = first.time.start
+    assert isinstance(s1, int)
+    (other,) = _queue("powerup-running-squeue.json").values()  # a real allocation elsewhere
+    rerun = msgspec.structs.replace(other, job_id=first.job_id, start_time=s1 + 200)
+    assert convert.capture_resources(rerun, OPTS)  # it has cores to (wrongly) take
+    actions = _plan([first], {first.job_id: rerun}, [], now=s1 + 210)
+    starts = [a for a in actions if isinstance(a, QueueStart)]
+    assert [a.key.start_time for a in starts] == [s1]
+    assert [r.hostname for r in starts[0].body.resources] == [first.nodes]
+    assert not starts[0].resources_complete
+    assert all(r.hwthreads is None for r in starts[0].body.resources)
 
 
 def test_het_components_are_separate_jobs_with_their_own_resources() -> None:

@@ -222,12 +222,10 @@ def decide(
         opts: the configured conversion options (gpuPciAddrs for captured resources).
         full_queue: True when `queue` is the complete ``squeue --all``; only then can a job
             missing from it be called stale.
-        recent: slurmctld's records of jobs missing from `queue` (finished, but still within
-            MinJobAge), each for the same run as its sacct record. Used for resources and
-            metadata only: a job found only here is not running, so it never clears a stale
-            mark and plays no part in the stale check.
-        now: Slurm's time (epoch s) for the CONFIGURING bound; None: a job is never held
-            back for being CONFIGURING (a backfill of the past).
+        recent: slurmctld's records of jobs missing from `queue` (ended within MinJobAge),
+            each of the same run as its sacct record: for resources and metadata only (such
+            a job is not running: it never clears a stale mark).
+        now: Slurm's time (epoch s) for the CONFIGURING bound; None: never held back (backfill).
     """
     decision = Decision(cluster)
     accts = list(accts)
@@ -248,6 +246,8 @@ def decide(
         finished = convert.is_finished(acct)
         live = queue.get(jid) if queue is not None else None
         q = live if live is not None or recent is None else recent.get(jid)
+        if q is not None and convert.queue_start_time(q) not in (None, convert.start_time(acct)):
+            q = None  # slurmctld's record is another run (requeued since): not this one's cores
         unseen = q is None and queue is not None
         if same is None:  # a requeued job comes back with a new start time: a new job
             _requeue_stops(decision, settled, by_id.get(jid, ()), start)
