@@ -246,8 +246,8 @@ def decide(
         finished = convert.is_finished(acct)
         live = queue.get(jid) if queue is not None else None
         q = live if live is not None or recent is None else recent.get(jid)
-        if q is not None and convert.queue_start_time(q) not in (None, convert.start_time(acct)):
-            q = None  # slurmctld's record is another run (requeued since): not this one's cores
+        if q is not None and _other_run(q, acct):
+            q = None  # slurmctld's record is the next run of a requeued job: not this one's cores
         unseen = q is None and queue is not None
         if same is None:  # a requeued job comes back with a new start time: a new job
             _requeue_stops(decision, settled, by_id.get(jid, ()), start)
@@ -309,9 +309,8 @@ def _requeue_stops(
 def _run_of(
     acct: SacctJob, rows: Sequence[KnownJob], recs: Iterable[SacctJob]
 ) -> tuple[int, KnownJob | None] | None:
-    """The start time under which this record's run is planned, and the known row of the same
-    run when its start moved (power-up reset, resize). None: nothing to plan (never started;
-    the RESIZING record, whose run goes on in the next; a lagging image of a known run)."""
+    """The start under which this record's run is planned and the known row of the same run
+    when its start moved; None: never started, RESIZING, or a lagging image of a known run."""
     start = convert.start_time(acct)
     if start is None or _resizing(acct) or _lagging(acct, start, rows):
         return None
@@ -355,15 +354,20 @@ def _same_run(
 
 
 def _lagging(acct: SacctJob, start: int, rows: Iterable[KnownJob]) -> bool:
-    """A running, never requeued record older than a run ccsa knows of the job: slurmdbd's
-    image from before a power-up reset (``job_mgr.c`` ``job_config_fini`` overwrites it; a
-    lagging sacct still shows the allocation time). Planning it as a new run sent a second start
-    (cc-backend: 422 rerun) and left the run it kept unstopped (found by the short soak)."""
+    """A running, never requeued record older than a known run: slurmdbd's image from before a
+    power-up reset (``job_mgr.c`` ``job_config_fini``), found by the short soak as a rerun."""
     if convert.is_finished(acct) or num(acct.restart_cnt):
         return False
     if not _REQUEUED_RUN.isdisjoint(flags(acct.state.current)):
         return False
     return any(r.key.start_time > start and r.phase != "waiting" for r in rows)
+
+
+def _other_run(q: QueueJob, acct: SacctJob) -> bool:
+    """The record ended requeued/preempted and slurmctld's record started at another time."""
+    if _REQUEUED_RUN.isdisjoint(flags(acct.state.current)):
+        return False  # a power-up reset or a lagging answer: the same run under another start
+    return convert.queue_start_time(q) not in (None, convert.start_time(acct))
 
 
 def _configuring(live: QueueJob | None, start: int, now: float | None) -> bool:
