@@ -67,6 +67,16 @@ _COUNTERS = (
     ),
 )
 
+#: Labelled counters of `Stats` by cluster: (Stats field, metric name, help).
+_BY_CLUSTER = (
+    ("sync_failures", "ccsa_sync_failures", "Failed polls, by cluster."),
+    (
+        "sacct_window_timeouts",
+        "ccsa_sacct_window_timeouts",
+        "Poll sub-windows whose sacct timed out and were read again in shorter ones, by cluster.",
+    ),
+)
+
 
 #: per-cluster gauges: (metric name, help, its value in a ClusterStatus; None = no sample)
 _CLUSTER_GAUGES: tuple[tuple[str, str, Callable[[ClusterStatus], float | None]], ...] = (
@@ -120,12 +130,11 @@ class SnapshotCollector(Collector):
         for status, count in sorted(snap.labelled("rejections").items()):
             rejections.add_metric([status], count)
         yield rejections
-        sync_failures = CounterMetricFamily(
-            "ccsa_sync_failures", "Failed polls, by cluster.", labels=["cluster"]
-        )
-        for cluster, count in sorted(snap.labelled("sync_failures").items()):
-            sync_failures.add_metric([cluster], count)
-        yield sync_failures
+        for key, name, text in _BY_CLUSTER:
+            family = CounterMetricFamily(name, text, labels=["cluster"])
+            for cluster, count in sorted(snap.labelled(key).items()):
+                family.add_metric([cluster], count)
+            yield family
 
         yield GaugeMetricFamily(
             "ccsa_outbox_depth", "Deliveries waiting in the outbox.", value=snap.outbox

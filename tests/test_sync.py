@@ -37,8 +37,9 @@ def make_syncer(
     store: Store,
     bin_dir: Path | None = None,
     sub_windows: SubWindows | None = None,
+    timeout: float = 30,
 ) -> Syncer:
-    slurm = Slurm(SlurmRunner(str(bin_dir or sim.bin_dir), max_concurrent=4, timeout=30))
+    slurm = Slurm(SlurmRunner(str(bin_dir or sim.bin_dir), max_concurrent=4, timeout=timeout))
     return Syncer(
         slurm,
         store,
@@ -653,3 +654,41 @@ async def test_a_job_missing_from_squeue_is_asked_for_by_id(tmp_path: Path, stor
         ids = argv[argv.index("-j") + 1] if "-j" in argv else argv[argv.index("job") + 1]
         assert ids == str(short), argv
     assert set(busy) <= set(starts(store))
+
+
+async def test_a_sub_window_whose_sacct_times_out_is_read_in_shorter_ones(
+    tmp_path: Path, sim: SimCluster, store: Store
+) -> None:
+    """A backlog window so full that sacct cannot answer it within slurmCommandTimeout (after a
+    lost state database, the first sync re-reads everything since lastrun) is read again in
+    shorter sub-windows, in the same poll, instead of failing every poll at the same place.
+    Failed before: `tick` raised SlurmTimeout and the watermark never moved (the long soak of
+    2026-12-06 fell 15 minutes behind this way). The wrapper models sacct's time growing with
+    the records it returns: any window longer than 40 minutes hangs past the timeout."""
+    ids = backlog(sim, n=12)  # one job every 15 min for 3 h
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for cmd in ("squeue", "scontrol", "sinfo", "sacctmgr", "sdiag"):
+        (bin_dir / cmd).symlink_to(sim.bin_dir / cmd)
+    real = str(sim.bin_dir / "sacct")
+    (bin_dir / "sacct").write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys, time\n"
+        "from datetime import datetime\n"
+        "a = sys.argv\n"
+        "if '--starttime' in a:\n"
+        "    s, e = (datetime.fromisoformat(a[a.index(o) + 1]) for o in ('--starttime', "
+        "'--endtime'))\n"
+        "    if (e - s).total_seconds() > 2400:\n"
+        "        time.sleep(60)\n"
+        f"os.execv({real!r}, [{real!r}, *a[1:]])\n"
+    )
+    (bin_dir / "sacct").chmod(0o755)
+    syncer = make_syncer(sim, store, bin_dir, SubWindows(first=2 * H, longest=2 * H), timeout=3)
+    res = await syncer.tick("c1")
+    assert store.watermark("c1") == sim.now
+    assert rows_per_job(store) == Counter({(j, k): 1 for j in ids for k in ("start", "stop")})
+    answered = sacct_windows(sim)  # only the calls that reached the simulator
+    assert answered
+    assert max(b - a for a, b in answered) <= 2400
+    assert res.parts == len(answered)

@@ -139,3 +139,10 @@ def test_density_jump_and_long_runners() -> None:
     assert max(busy[1:]) <= 1.5 * parts.target
     assert len(pieces) < 80
     assert pieces[-1][1] == end
+
+
+def test_a_timed_out_sub_window_is_read_in_quarters_down_to_the_shortest() -> None:
+    parts = SubWindows(first=H, shortest=60.0)
+    assert parts.after_timeout(H) == H / 4
+    assert parts.after_timeout(200.0) == 60.0
+    assert parts.after_timeout(60.0) is None  # the window is not the problem any more

@@ -30,6 +30,8 @@ class Stats:
     resource_updates: int = 0
     sync_ticks: int = 0
     sync_failures: Counter[str] = field(default_factory=Counter)  # by cluster
+    #: sub-windows whose sacct timed out and were read again in shorter ones, by cluster
+    sacct_window_timeouts: Counter[str] = field(default_factory=Counter)
     prep_events: int = 0
     prep_dropped: int = 0
     prep_garbage: int = 0

@@ -40,7 +40,7 @@ from ccsa.daemon.stats import Stats
 from ccsa.daemon.store import ApplyResult, Store
 from ccsa.daemon.undecodable import Undecodable, without_waits
 from ccsa.daemon.windows import SubWindows, as_datetime, beyond, density, poll_window, utc
-from ccsa.errors import BackendError, SlurmError
+from ccsa.errors import BackendError, SlurmError, SlurmTimeout
 from ccsa.nodestate import NodeLoad, node_load, node_shapes
 from ccsa.slurm.commands import Slurm
 from ccsa.slurm.sacct import SacctJob
@@ -82,6 +82,14 @@ class _Part:
     seen: frozenset[int] = frozenset()
     #: its sacct ignored the window and covered the rest of the poll (`windows.beyond`)
     covered_rest: bool = False
+
+
+class _SacctTimedOut(Exception):
+    """A sub-window's sacct timed out (not its squeue): `Syncer.tick` reads it in shorter ones."""
+
+    def __init__(self, timeout: SlurmTimeout) -> None:
+        super().__init__(str(timeout))
+        self.timeout = timeout
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,11 @@ class Syncer:
         while True:
             part_end = self.sub_windows.cut(part_begin, end, span)
             last = part_end >= end
-            part = await self._part(cluster, part_begin, part_end, last=last, poll_end=end)
+            try:
+                part = await self._part(cluster, part_begin, part_end, last=last, poll_end=end)
+            except _SacctTimedOut as exc:
+                span = self._shorter(cluster, exc, part_begin, part_end)
+                continue
             last = last or part.covered_rest
             parts += 1
             seen += part.jobs
@@ -200,6 +212,20 @@ class Syncer:
         )  # fmt: skip
         return TickResult(cluster, (begin, end), seen, applied, skipped, parts)
 
+    def _shorter(self, cluster: str, exc: _SacctTimedOut, begin: float, end: float) -> float:
+        """The span to read [begin, end] again in after its sacct timed out; raises the
+        timeout when the window cannot get shorter."""
+        span = self.sub_windows.after_timeout(end - begin)
+        if span is None:
+            raise exc.timeout
+        self.stats.sacct_window_timeouts[cluster] += 1
+        log.warning(
+            "%s: sacct over %s..%s UTC timed out (%.0f s of jobs is more than sacct answers "
+            "within slurmCommandTimeout); reading it in sub-windows of %.0f s",
+            cluster, utc(begin), utc(end), end - begin, span,
+        )  # fmt: skip
+        return span
+
     async def _part(
         self, cluster: str, begin: float, end: float, *, last: bool, poll_end: float
     ) -> _Part:
@@ -207,7 +233,10 @@ class Syncer:
         `end`. Only the `last` one (whose squeue is newer than every sacct of the poll) runs
         the stale check: a running job missing from squeue may have its stop in a later
         sub-window. Everything read here is dropped on return (bounded memory)."""
-        doc = await self.slurm.sacct_window(cluster, as_datetime(begin), as_datetime(end))
+        try:
+            doc = await self.slurm.sacct_window(cluster, as_datetime(begin), as_datetime(end))
+        except SlurmTimeout as exc:
+            raise _SacctTimedOut(exc) from exc
         accts = of_cluster(doc.jobs, cluster)
         waits = self.undecodable.waits(cluster, "sacct", doc.bad)
         del doc

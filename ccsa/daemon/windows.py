@@ -84,6 +84,16 @@ class SubWindows:
             return end
         return float(max(int(begin + span), int(begin) + 1))
 
+    def after_timeout(self, span: float) -> float | None:
+        """Length to read again a sub-window of length `span` whose sacct did not answer within
+        slurmCommandTimeout (sacct's time grows with the records it returns: a lost state
+        database or a long outage makes the first window of a busy cluster too full to answer);
+        None once it is `shortest` already (then the timeout is Slurm's problem, not the
+        window's). A quarter each time: a window 10x too full costs two timeouts, not four."""
+        if span <= self.shortest:
+            return None
+        return max(self.shortest, span / 4)
+
     def next_span(self, span: float, *, fresh: int, carried: int) -> float:
         """Length of the next sub-window after one of length `span` returned `fresh` records
         that became eligible inside it, and `carried` records still active at its end.
