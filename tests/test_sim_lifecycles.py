@@ -126,6 +126,33 @@ def test_cancel_while_the_requeued_job_pends(tmp_path: Path) -> None:
     assert [(r.start, r.end) for r in t.earlier] == [(int(T0 + 1), int(T0 + 61))]
 
 
+def window(sim: SimCluster, *extra: str) -> list[tuple[str, int]]:
+    """(last state, restart count) of each record a ``sacct`` time window prints."""
+    out = tool(sim, "sacct", "--cluster", CLUSTER, "--allusers", "-S", "2026-11-23T20:00",
+               "-E", "now", "--json", *extra)  # fmt: skip
+    sacct.decode(out)
+    return [(j["state"]["current"][-1], j["restart_cnt"]) for j in json.loads(out)["jobs"]]
+
+
+def test_a_window_without_duplicates_shows_only_the_latest_record(tmp_path: Path) -> None:
+    """A time window without ``--duplicates`` prints one record per job, the latest one the
+    window selects (slurmdbd's ``as_mysql_jobacct_process.c`` drops older records of the same
+    id unless they ended RESIZING). On the 24.11 test bed (2026-12-06, job 53: requeued 3 s
+    after its start, cancelled 2 s later, ``cred_expire=10``) ``sacct --allusers -S .. -E now``
+    printed the REQUEUED run until the cancelled record became eligible (11 s after the
+    requeue), then only CANCELLED (never started); with ``-D`` both. So a daemon that polls
+    later than that never sees the first run without ``--duplicates``."""
+    sim, (jid,) = make(
+        tmp_path, JobSpec(user="bob", duration=300, requeue_after=60, cancel_requeued_after=2)
+    )
+    sim.set_now(T0 + 65)  # requeued at T0+61, cancelled at T0+63, eligible at T0+182
+    assert window(sim) == [("REQUEUED", 0)]
+    assert window(sim, "--duplicates") == [("REQUEUED", 0)]  # the other is not eligible yet
+    sim.set_now(T0 + 200)
+    assert window(sim) == [("CANCELLED", 1)]
+    assert window(sim, "--duplicates") == [("REQUEUED", 0), ("CANCELLED", 1)]
+
+
 def test_preemption_with_requeue(tmp_path: Path) -> None:
     """PreemptMode=REQUEUE: the preempted run's record says PREEMPTED (SchedMD job_mgr.c
     ``_job_requeue_op`` with ``preempt``: job_state_set(JOB_PREEMPTED) before

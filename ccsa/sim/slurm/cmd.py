@@ -23,7 +23,7 @@ import msgspec
 from ccsa.sim.slurm import faults as faultmod
 from ccsa.sim.slurm import render, render_nodes
 from ccsa.sim.slurm import state as statemod
-from ccsa.sim.slurm.model import DATA_PARSERS, RENDERABLE, State
+from ccsa.sim.slurm.model import DATA_PARSERS, RENDERABLE, Run, State
 
 #: Slurm's short state names (``squeue -t PD,R``, ``sacct -s CD,F``, the ST column).
 SHORT_STATES = {
@@ -508,29 +508,22 @@ def cmd_sacct(
     for item in items:
         v = item[0] if isinstance(item, tuple) else item
         j = v.job
-        # window: the job existed (eligible .. end) at some moment of [t0, t1]
-        if ids is None or "start" in o.values or "end" in o.values:
-            ended = v.phase == "done"
-            end_t = (v.run.end if v.run else j.end) if ended else None
-            if j.eligible > t1 or (end_t is not None and end_t < t0):
-                continue
-        if states is not None and v.state not in states:
-            continue
         window = ids is None or "start" in o.values or "end" in o.values
-        if "duplicates" in o.flags or window:
-            # a time window shows a resize's RESIZING record without -D too; -j does not (24.11
-            # test bed, docs/real-slurm.md "Resize")
-            for r in (
-                v.earlier
-                if "duplicates" in o.flags
-                else tuple(x for x in v.earlier if x.ended == "RESIZING")
-            ):
-                d = render.sacct_job(
-                    ctx, item, script=False, lag=0.0, run_override=r, state_override=r.ended
-                )
-                docs.append(d)
-                if dp is not None:
-                    frags.append(fragment(d))
+        current = not window or _current_in_window(ctx, v, t0, t1)
+        if states is not None and v.state not in states:
+            current = False
+        earlier = _earlier_records(v, window, current, "duplicates" in o.flags, t0, t1)
+        if states is not None:
+            earlier = [r for r in earlier if r.ended in states]
+        for r in earlier:
+            d = render.sacct_job(
+                ctx, item, script=False, lag=0.0, run_override=r, state_override=r.ended
+            )
+            docs.append(d)
+            if dp is not None:
+                frags.append(fragment(d))
+        if not current:
+            continue
         pos = pos_of[id(j)]
         cached = (
             cache.get(pos)
@@ -591,6 +584,41 @@ def cmd_sacct(
         "warnings": [],
     }
     dump_jobs(out, frags, rest)
+
+
+def _current_in_window(ctx: render.Ctx, v: render.View, t0: float, t1: float) -> bool:
+    """The job's current record existed (eligible .. end) at some moment of [t0, t1]; after a
+    requeue it is eligible ``cred_expire`` + 1 s after the requeue (render.sacct_job)."""
+    j = v.job
+    eligible = j.eligible
+    if v.earlier and v.earlier[-1].ended in render.REQUEUE_STATES:
+        eligible = v.earlier[-1].end + ctx.requeue_delay[j.cluster]
+    end_t = (v.run.end if v.run else j.end) if v.phase == "done" else None
+    return not (eligible > t1 or (end_t is not None and end_t < t0))
+
+
+def _earlier_records(
+    v: render.View, window: bool, current: bool, duplicates: bool, t0: float, t1: float
+) -> list[Run]:
+    """The job's earlier records (requeued, preempted, resized runs) that sacct prints.
+
+    ``--duplicates`` prints every record the query selects. Without it sacct keeps, per job
+    id, only the latest selected record plus the records a resize ended (slurmdbd's
+    ``as_mysql_jobacct_process.c``). So ``-j`` shows only the current record, and a time
+    window shows an earlier run only while the job's current record is not in the window
+    (a requeued job that is not eligible yet, or whose current record began after it) --
+    checked on the 24.11 test bed (docs/real-slurm.md "Lifecycles of issue 18"): a job
+    requeued then cancelled while pending shows REQUEUED in a window until the cancelled
+    record becomes eligible, then only CANCELLED.
+    """
+    runs = [r for r in v.earlier if r.begin <= t1 and r.end >= t0] if window else list(v.earlier)
+    if duplicates:
+        return runs
+    if not window:
+        return []
+    if current:
+        return [r for r in runs if r.ended == "RESIZING"]
+    return [r for r in runs[:-1] if r.ended == "RESIZING"] + runs[-1:]
 
 
 def _tres(d: dict[str, Any], typ: str) -> int:
