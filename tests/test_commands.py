@@ -87,7 +87,7 @@ async def test_sacct_window_argv_in_utc(fake: Fake, testbed: Path) -> None:
     assert doc.jobs
     assert fake.calls() == [
         [
-            "sacct", "--cluster", "c1", "--allusers",
+            "sacct", "--cluster", "c1", "--allusers", "--duplicates",
             "--starttime", "2026-11-23T20:00:05", "--endtime", "2026-11-23T20:30:00",
             "--json",
         ]

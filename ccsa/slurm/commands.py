@@ -151,9 +151,15 @@ class Slurm:
     # -- sacct ------------------------------------------------------------------------------
 
     async def sacct_window(self, cluster: str, start: datetime, end: datetime) -> SacctDoc:
-        """Every job that existed in [start, end] (any state), times sent in UTC."""
+        """Every job record that existed in [start, end] (any state), times sent in UTC.
+
+        ``--duplicates``: without it sacct prints only each job's latest record the window
+        selects, so a run that ended REQUEUED/PREEMPTED/NODE_FAIL vanishes once the job's next
+        record is in the window (a requeued job cancelled while it pends: only the CANCELLED
+        record that never started; 24.11 test bed, docs/real-slurm.md "Lifecycles of issue 18").
+        """
         args = [
-            "--cluster", cluster, "--allusers",
+            "--cluster", cluster, "--allusers", "--duplicates",
             "--starttime", slurm_time(start), "--endtime", slurm_time(end),
             "--json",
         ]  # fmt: skip

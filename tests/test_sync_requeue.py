@@ -1,0 +1,91 @@
+"""A requeued job's earlier runs reach the daemon whichever way it reads sacct (issue 18).
+
+Real subprocesses (the simulated Slurm's sacct and squeue), the real Syncer and Store, the
+simulated clock. On the 24.11 test bed (docs/real-slurm.md "Lifecycles of issue 18", job 53) a
+time window without ``--duplicates`` prints only each job's latest record: once a job requeued
+and cancelled while it pended has its CANCELLED record (never started) in the window, the
+REQUEUED record of the run that did happen is only in ``sacct --duplicates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from ccsa import convert
+from ccsa.ccbackend.models import StartJob, StopJob
+from ccsa.daemon.store import Store
+from ccsa.daemon.sync import Syncer
+from ccsa.sim.slurm import JobSpec, SimCluster
+from ccsa.slurm.commands import Slurm
+from ccsa.slurm.runner import SlurmRunner
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "state.sqlite3")
+    yield s
+    s.close()
+
+
+def syncer(sim: SimCluster, store: Store) -> Syncer:
+    slurm = Slurm(SlurmRunner(str(sim.bin_dir), max_concurrent=4, timeout=30))
+    return Syncer(
+        slurm,
+        store,
+        convert.ConvertOptions(),
+        now=lambda: sim.host_now,
+        rest=True,
+        nats=False,
+        overlap=60.0,
+        max_span=7 * 86400,
+        initial_start=lambda: T0,
+    )
+
+
+def queued(store: Store) -> tuple[list[StartJob], list[StopJob]]:
+    starts: list[StartJob] = []
+    stops: list[StopJob] = []
+    for r in store.outbox_rows():
+        if r.kind == "start":
+            starts.append(msgspec.json.decode(r.body, type=StartJob))
+        else:
+            stops.append(msgspec.json.decode(r.body, type=StopJob))
+    return starts, stops
+
+
+async def test_a_run_requeued_then_cancelled_unseen_in_squeue_is_delivered(
+    tmp_path: Path, store: Store
+) -> None:
+    """The job runs 60 s, is requeued, and is cancelled 2 s later while it pends; the daemon's
+    first poll comes after the cancelled record became eligible (a daemon that was down, or
+    polls slower than the run). Before the fix (window without ``--duplicates``) nothing was
+    queued: the run was lost. Now its start and a stop as cancelled at the requeue."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
+    (job,) = sim.submit_many(
+        [
+            JobSpec(
+                user="alice",
+                submit=T0 + 10,
+                duration=300,
+                requeue_after=60,
+                cancel_requeued_after=2,
+            )
+        ]
+    )
+    sim.set_now(T0 + 400)
+    (truth,) = (t for t in sim.jobs() if t.job_id == job)
+    (first,) = truth.earlier
+    sync = syncer(sim, store)
+    await sync.tick("c1")
+    starts, stops = queued(store)
+    assert [(s.job_id, s.start_time) for s in starts] == [(job, first.start)]
+    assert [(s.job_id, s.start_time, s.stop_time, s.job_state) for s in stops] == [
+        (job, first.start, first.end, "cancelled")
+    ]
+    assert [r.hostname for r in starts[0].resources] == list(first.hosts)
