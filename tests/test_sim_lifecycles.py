@@ -142,7 +142,7 @@ def test_a_window_without_duplicates_shows_only_the_latest_record(tmp_path: Path
     printed the REQUEUED run until the cancelled record became eligible (11 s after the
     requeue), then only CANCELLED (never started); with ``-D`` both. So a daemon that polls
     later than that never sees the first run without ``--duplicates``."""
-    sim, (jid,) = make(
+    sim, _ = make(
         tmp_path, JobSpec(user="bob", duration=300, requeue_after=60, cancel_requeued_after=2)
     )
     sim.set_now(T0 + 65)  # requeued at T0+61, cancelled at T0+63, eligible at T0+182
