@@ -212,6 +212,37 @@ def test_a_requeued_run_never_takes_the_next_runs_allocation() -> None:
     assert all(r.hwthreads is None for r in starts[0].body.resources)
 
 
+def test_a_run_not_yet_ended_in_sacct_never_takes_the_next_runs_allocation() -> None:
+    """sacct still shows the first run RUNNING (slurmdbd has not recorded the requeue yet, so
+    no REQUEUED/PREEMPTED record) while slurmctld already has the next run: ``restart_cnt`` 1
+    in squeue against 0 in sacct (the real fields: docs/real-slurm.md "Lifecycles of issue
+    18", operator requeue). Another run: the first run's start gets host names, not the next
+    run's cores (found by the short soak, seed 8: jobs 1628 and 1663 reached cc-backend with
+    the next run's hosts)."""
+    first, _ = _acct("requeue-pending-sacct-duplicates.json")
+    s1 = first.time.start
+    assert isinstance(s1, int)
+    lagging = msgspec.structs.replace(
+        first, state=SacctState(current=["RUNNING"]), time=SacctTime(start=s1, submission=s1 - 1)
+    )
+    (other,) = _queue("powerup-running-squeue.json").values()  # a real allocation elsewhere
+    assert other.restart_cnt == 0
+    for start in (s1 + 200, s1):  # the next run, whatever start slurmctld shows
+        rerun = msgspec.structs.replace(other, job_id=first.job_id, start_time=start, restart_cnt=1)
+        actions = _plan([lagging], {first.job_id: rerun}, [], now=s1 + 210)
+        starts = [a for a in actions if isinstance(a, QueueStart)]
+        assert [a.key.start_time for a in starts] == [s1]
+        assert [r.hostname for r in starts[0].body.resources] == [first.nodes]
+        assert all(r.hwthreads is None for r in starts[0].body.resources)
+    # the same restart count under a moved start is a power-up reset: the same run's cores
+    same = msgspec.structs.replace(other, job_id=first.job_id, start_time=s1 + 14)
+    actions = _plan([lagging], {first.job_id: same}, [], now=s1 + 210)
+    starts = [a for a in actions if isinstance(a, QueueStart)]
+    assert [a.key.start_time for a in starts] == [s1]
+    assert starts[0].resources_complete
+    assert all(r.hwthreads for r in starts[0].body.resources)
+
+
 def test_het_components_are_separate_jobs_with_their_own_resources() -> None:
     """#18 item 5: each het component is its own cc-backend job under its raw id."""
     accts = _acct("het-completed-sacct.json")

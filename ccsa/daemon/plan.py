@@ -11,16 +11,17 @@ so the rules live in one place and mypy checks every call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from ccsa import convert
 from ccsa.ccbackend.models import Resource, StartJob, StopJob
 from ccsa.convert import ConvertOptions
+from ccsa.daemon import runs
 from ccsa.slurm.sacct import SacctJob
 from ccsa.slurm.squeue import QueueJob
-from ccsa.slurm.types import flags, num
+from ccsa.slurm.types import flags
 
 #: ``waiting``: started in Slurm, but its start could not be built for a reason that may pass
 #: (`Wait`); looked up again by id on every poll. ``parked``: waited longer than `WAIT_LIMIT`,
@@ -44,12 +45,6 @@ REQUEUE_STOP_STATE = "cancelled"
 #: ResumeTimeout (60 s) and a typical bare-metal boot; slurmctld only notices the end of the
 #: boot on its ~30 s ``job_time_limit`` pass.
 CONFIGURING_LIMIT = 600.0
-
-#: States of an accounting record whose run ended because the job was requeued (the job runs
-#: again under a new start time: a new job for cc-backend).
-_REQUEUED_RUN = frozenset(
-    {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
-)
 
 
 class JobKey(NamedTuple):
@@ -235,10 +230,10 @@ def decide(
 
     for acct in accts:
         jid = acct.job_id
-        run = _run_of(acct, by_id.get(jid, ()), records[jid])
+        run = runs.run_of(acct, _starts(by_id.get(jid, ())), records[jid])
         if run is None:
             continue
-        start, same = run
+        start, moved = run
         key = JobKey(cluster, jid, start)
         if (jid, start) in settled:
             continue  # the same record twice (overlapping answers)
@@ -246,10 +241,10 @@ def decide(
         finished = convert.is_finished(acct)
         live = queue.get(jid) if queue is not None else None
         q = live if live is not None or recent is None else recent.get(jid)
-        if q is not None and _other_run(q, acct):
+        if q is not None and runs.other_run(q, acct):
             q = None  # slurmctld's record is the next run of a requeued job: not this one's cores
         unseen = q is None and queue is not None
-        if same is None:  # a requeued job comes back with a new start time: a new job
+        if not moved:  # a requeued job comes back with a new start time: a new job
             _requeue_stops(decision, settled, by_id.get(jid, ()), start)
         row = known.get((jid, start))
         if row is None or row.phase == "waiting":
@@ -289,6 +284,11 @@ def _rows_by_id(rows: Iterable[KnownJob]) -> dict[int, list[KnownJob]]:
     return out
 
 
+def _starts(rows: Iterable[KnownJob]) -> list[int]:
+    """The start times under which ccsa knows a job's runs (not merely waiting ones)."""
+    return [r.key.start_time for r in rows if r.phase != "waiting"]
+
+
 def _records_by_id(accts: Iterable[SacctJob]) -> dict[int, list[SacctJob]]:
     out: dict[int, list[SacctJob]] = {}
     for acct in accts:
@@ -304,70 +304,6 @@ def _requeue_stops(
         if older.key.start_time < start and older.phase in RUNNING_PHASES:
             settled.add((older.key.job_id, older.key.start_time))
             decision.extra.append(_requeue_stop(older, start))
-
-
-def _run_of(
-    acct: SacctJob, rows: Sequence[KnownJob], recs: Iterable[SacctJob]
-) -> tuple[int, KnownJob | None] | None:
-    """The start under which this record's run is planned and the known row of the same run
-    when its start moved; None: never started, RESIZING, or a lagging image of a known run."""
-    start = convert.start_time(acct)
-    if start is None or _resizing(acct) or _lagging(acct, start, rows):
-        return None
-    same = _same_run(acct, start, rows, recs)
-    return (start if same is None else same.key.start_time), same
-
-
-def _resizing(acct: SacctJob) -> bool:
-    """The record a resize ended (``job_mgr.c`` ``job_pre_resize_acctg``): the job goes on."""
-    return "RESIZING" in flags(acct.state.current)
-
-
-def _same_run(
-    acct: SacctJob, start: int, rows: Iterable[KnownJob], recs: Iterable[SacctJob]
-) -> KnownJob | None:
-    """The known row of the same run, when this record's start time moved without a requeue.
-
-    Slurm moves a job's start without requeueing it when powered-down nodes finish booting
-    (the start is reset to that moment) and when a job is resized (a new accounting record
-    starts at the resize). A requeue leaves evidence: a record of the earlier run ended
-    REQUEUED/PREEMPTED/NODE_FAIL (sacct windows show it; ``sacct -j`` hides it) and a higher
-    restart count. So an earlier known run is the same run when its record ended RESIZING,
-    or when this record was never requeued (``restart_cnt`` 0) and started after its submission
-    (a power-up: the earlier start is the allocation) or at it (a resize's record). The start
-    already sent keeps its startTime; the stop carries it (issue 18 item 2).
-    """
-    earlier = [r for r in rows if r.key.start_time < start and r.phase != "waiting"]
-    if not earlier:
-        return None
-    prev = max(earlier, key=lambda r: r.key.start_time)
-    for rec in recs:
-        if convert.start_time(rec) == prev.key.start_time:
-            if not _REQUEUED_RUN.isdisjoint(flags(rec.state.current)):
-                return None
-            if _resizing(rec):
-                return prev
-    if num(acct.restart_cnt):
-        return None  # requeued since: a new run (its earlier record may be hidden by -j)
-    submitted = convert.timestamp(acct.time.submission) or 0
-    return prev if prev.key.start_time >= submitted or submitted == start else None
-
-
-def _lagging(acct: SacctJob, start: int, rows: Iterable[KnownJob]) -> bool:
-    """A running, never requeued record older than a known run: slurmdbd's image from before a
-    power-up reset (``job_mgr.c`` ``job_config_fini``), found by the short soak as a rerun."""
-    if convert.is_finished(acct) or num(acct.restart_cnt):
-        return False
-    if not _REQUEUED_RUN.isdisjoint(flags(acct.state.current)):
-        return False
-    return any(r.key.start_time > start and r.phase != "waiting" for r in rows)
-
-
-def _other_run(q: QueueJob, acct: SacctJob) -> bool:
-    """The record ended requeued/preempted and slurmctld's record started at another time."""
-    if _REQUEUED_RUN.isdisjoint(flags(acct.state.current)):
-        return False  # a power-up reset or a lagging answer: the same run under another start
-    return convert.queue_start_time(q) not in (None, convert.start_time(acct))
 
 
 def _configuring(live: QueueJob | None, start: int, now: float | None) -> bool:

@@ -115,6 +115,8 @@ class QueueJob(msgspec.Struct, gc=False):
     array_task_id: Num | None = None
     het_job_id: Num | None = None
     het_job_offset: Num | None = None
+    #: How often the job was requeued (its run's number - 1), as sacct's ``restart_cnt``.
+    restart_cnt: Num | None = None
     #: The ``job_resources`` object as compact JSON text of :class:`JobResources` (see the
     #: module docstring); read :attr:`job_resources` instead.
     job_resources_json: msgspec.Raw = msgspec.field(default=_NULL, name="job_resources")
