@@ -46,6 +46,7 @@ ENABLED = BASE_FAULTS | {
     "proxy_html",
     "dbd_lag",  # #18 item 3 (a58bcc2)
     "power_up",  # #18 item 2 (64f6f5b)
+    "requeue_cancel",  # #18: poll windows with sacct --duplicates
 }
 #: Only in the long soak: the state database deleted between two kill -9 restarts (#17 item 4,
 #: 2033485). The restart re-reads everything since ``lastrun``, which on a loaded 2-core
@@ -54,13 +55,7 @@ LONG_ONLY = frozenset({"state_db_loss"})
 #: not yet enabled: waiting for their fixes (see each engineer's issue item)
 WAITING = (ISSUE17_FAULTS | ISSUE18_FAULTS) - ENABLED - LONG_ONLY
 
-#: Out of the short soak (CI) for now, in the long one: a requeued or preempted run may still
-#: get the next run's hosts, a power-up job lagging in sacct its cores (seen 2026-12-06 in the
-#: short soak, soak/1628, 1663, 1666; plan.py's fixes 3ec442d/81054d6 cover part of it).
-SHORT_WAITING = frozenset({"requeue", "preempt", "power_up"})
-SHORT = SoakPlan(
-    jobs=1000, rate_per_min=500.0, seed=8, kills=3, nodes=100, faults=ENABLED - SHORT_WAITING
-)
+SHORT = SoakPlan(jobs=1000, rate_per_min=500.0, seed=8, kills=3, nodes=100, faults=ENABLED)
 #: 900 jobs/min of ~30 s need ~4x the short form's nodes, or Slurm's queue (and the run) grows
 LONG = SoakPlan(
     jobs=20_000,
