@@ -16,8 +16,9 @@ can still come from two places, best first:
   (``scontrol show job --json`` without an id would print every job slurmctld holds, and
   takes one id per call otherwise).
 
-Either is used only for the run sacct describes (same start time): a requeued job's current run
-is not its earlier one.
+Either is used only for the run sacct describes (`runs.same_run_record`: the same start, or the
+same restart count when slurmdbd has not recorded a power-up's reset start yet): a requeued
+job's current run is not its earlier one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import msgspec
 
 from ccsa import convert
+from ccsa.daemon import runs
 from ccsa.daemon.plan import KnownJob
 from ccsa.daemon.store import Store
 from ccsa.errors import SlurmError
@@ -89,12 +91,18 @@ class LiveRecords:
         self, cluster: str, ids: Sequence[int], accts: Sequence[SacctJob]
     ) -> dict[int, QueueJob]:
         """Remembered live records of ``ids``, each only for the run sacct describes."""
-        stored = self.store.live_records(cluster, ids)
+        stored: dict[int, list[tuple[int, bytes]]] = {}
+        for (jid, start), rec in self.store.live_records(cluster, ids).items():
+            stored.setdefault(jid, []).append((start, rec))
         found: dict[int, QueueJob] = {}
         for acct in accts:
-            rec = stored.get((acct.job_id, convert.start_time(acct) or -1))
-            if rec is not None:
-                found[acct.job_id] = _live_decoder.decode(rec)
+            want = convert.start_time(acct) or -1
+            # the record under the same start first, then the latest other one of the same run
+            for _, rec in sorted(stored.get(acct.job_id, ()), key=lambda s: (s[0] != want, -s[0])):
+                q = _live_decoder.decode(rec)
+                if runs.same_run_record(q, acct):
+                    found[acct.job_id] = q
+                    break
         return found
 
     async def recent(
@@ -108,11 +116,13 @@ class LiveRecords:
         except SlurmError as exc:
             log.warning("%s: no slurmctld record for %d jobs: %s", cluster, len(ids), exc)
             return {}
-        starts = {j.job_id: convert.start_time(j) for j in accts}
+        records: dict[int, list[SacctJob]] = {}
+        for acct in accts:
+            records.setdefault(acct.job_id, []).append(acct)
         recent = {
             q.job_id: q
             for q in found
-            if q.job_id in starts and convert.queue_start_time(q) == starts[q.job_id]
+            if any(runs.same_run_record(q, a) for a in records.get(q.job_id, ()))
         }
         log.debug(
             "%s: %d of %d jobs missing from squeue found in slurmctld (ended < MinJobAge ago)",

@@ -115,3 +115,12 @@ def other_run(q: QueueJob, acct: SacctJob) -> bool:
     if not ended_requeued(acct):
         return False  # a power-up reset or a lagging answer: the same run under another start
     return convert.queue_start_time(q) not in (None, convert.start_time(acct))
+
+
+def same_run_record(q: QueueJob, acct: SacctJob) -> bool:
+    """slurmctld's record `q` (remembered, or of a job that just ended) is of `acct`'s run:
+    the same start, or, when both restart counts are known, the same count and `acct` not
+    ended requeued (a power-up reset slurmdbd has not recorded yet: soak job 1666)."""
+    if other_run(q, acct):
+        return False
+    return convert.queue_start_time(q) == convert.start_time(acct) or num(q.restart_cnt) is not None
