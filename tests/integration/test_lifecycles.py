@@ -239,6 +239,42 @@ def test_cancel_while_the_requeued_job_pends(life: Lifecycles) -> None:
                        _summary(reqs)))  # fmt: skip
 
 
+def test_cancel_while_the_requeued_job_pends_unseen_by_the_daemon(life: Lifecycles) -> None:
+    """The daemon is down while the job runs, is requeued and is cancelled while it pends,
+    until its CANCELLED record (never started) is eligible (requeue + cred_expire + 1 s). A
+    sacct time window without ``--duplicates`` then prints only that record: the run is only
+    in ``--duplicates`` (docs/real-slurm.md "Lifecycles of issue 18"). Restarted, the daemon
+    reads its window with ``--duplicates`` and delivers the run (before: nothing)."""
+    tb = life.tb
+    assert life.daemon.stop() == 0
+    try:
+        job = tb.sbatch("-J", "requeue-unseen", "-w", "node1", "--wrap", "sleep 60", user="bob")
+        tb.wait_queue_state(job, ["RUNNING"], timeout=30)
+        time.sleep(2)
+        tb.run("scontrol", "requeue", str(job))
+        tb.wait_queue_state(job, ["PENDING"], timeout=30)
+        tb.scancel(job)
+        tb.wait_acct_final([job], timeout=60)
+
+        def window(*extra: str) -> list[list[str]]:
+            doc = tb.json("sacct", "--cluster", tb.cluster, "--allusers", "-S", "now-10minutes",
+                          "-E", "now", *extra, "--json")  # fmt: skip
+            return [j["state"]["current"] for j in doc["jobs"] if j["job_id"] == job]
+
+        tb.wait_until("only the CANCELLED record in a plain window",
+                      lambda: window() == [["CANCELLED"]], timeout=30)  # fmt: skip
+        assert window("--duplicates") == [["PENDING", "REQUEUED"], ["CANCELLED"]]
+    finally:
+        life.daemon.start()
+    first, _ = _acct_runs(tb, job)
+    reqs = _wait_requests(life, job, [("start_job", 201), ("stop_job", 200)], timeout=90)
+    s1, e1 = first["time"]["start"], first["time"]["end"]
+    assert reqs[0]["body"]["startTime"] == s1
+    assert reqs[1]["body"] == _stop(job, tb.cluster, "cancelled", s1, e1)
+    JOB_REPORT.append((f"requeued, cancelled pending, unseen #{job}", "REQUEUED, then CANCELLED",
+                       _summary(reqs)))  # fmt: skip
+
+
 def test_preemption_with_requeue(life: Lifecycles) -> None:
     """``PreemptMode=REQUEUE``: the preempted run stops as preempted at the preemption time."""
     tb = life.tb
