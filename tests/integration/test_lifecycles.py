@@ -1,12 +1,13 @@
 """Issue 18's Slurm lifecycles on the real Slurm 24.11, through the daemon to the stand-in.
 
 The module restarts the test bed with ``lifecycles.conf`` appended to slurm.conf (preemption by
-partition priority, power saving on node2, ``cred_expire=10`` so a requeued job may run again
-after 11 s instead of 121 s) and restores the session's configuration afterwards. One daemon
-(``cc-slurm-adapter -daemon``: poll every 2 s, ``slurmQueryOverlap`` 5 s, slurmctld's
-PrologSlurmctld/EpilogSlurmctld wired to ccsa's hook) runs for the whole module against one
-stand-in cc-backend, which logs every start_job/stop_job it answers (``--request-log``), so each
-test asserts the exact requests, refused ones included, of its own jobs.
+partition priority, power saving on node2, ``cred_expire=10`` so a requeued job may run again after
+11 s instead of 121 s, a backfill pass every 5 s instead of 30) and restores the session's
+configuration afterwards. One daemon (``cc-slurm-adapter -daemon``: poll every 2 s,
+``slurmQueryOverlap`` 5 s, slurmctld's PrologSlurmctld/EpilogSlurmctld wired to ccsa's hook) runs
+for the whole module against one stand-in cc-backend, which logs every start_job/stop_job it answers
+(``--request-log``), so each test asserts the exact requests, refused ones included, of its own
+jobs.
 
 What Slurm does in each case, with the real field values, is in docs/real-slurm.md
 "Lifecycles of issue 18"; ccsa's rules are in docs/daemon.md.
