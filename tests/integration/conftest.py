@@ -1,8 +1,9 @@
 """Session fixtures for the real-Slurm suite: bring the shared test bed up once, ``down`` after.
 
-The suite runs only when asked (``CCSA_SLURM_TESTBED=1``, which ``nox -s integration`` sets) and
-skips, with the reason, where the test bed cannot run: not root, no ``unshare``/``nsenter``/
-``chroot``/``flock``, no Debian mirror to build the root from, or a failed debootstrap/apt step.
+The suite runs only when asked (``CCSA_SLURM_TESTBED=1``, which ``nox -s integration`` and
+``nox -s tests`` set) and skips, with the reason, where the test bed cannot run: not root, no
+``unshare``/``nsenter``/``chroot``/``flock``, no Debian mirror to build the root from, a failed
+debootstrap/apt step, or another run using the same root.
 Under ``CI=true`` a requested suite that cannot run fails with that reason instead of skipping.
 A test bed whose root is built but whose daemons do not come up is a failure, not a skip.
 At the end the terminal summary prints what each real job kind became in the stand-in.
@@ -10,6 +11,8 @@ At the end the terminal summary prints what each real job kind became in the sta
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import urllib.error
@@ -73,6 +76,32 @@ def testbed(shared: Path) -> Iterator[Testbed]:
     reason = cannot_run_reason(root)
     if reason is not None:
         _skip_or_fail(reason)
+    with _one_run_per_root(root):
+        yield from _running_testbed(shared, root)
+
+
+@contextlib.contextmanager
+def _one_run_per_root(root: Path) -> Iterator[None]:
+    """Hold ``ROOT.run.lock`` for the whole session. A second run on the same root (another
+    ``nox -s tests`` on this machine) would cancel this run's jobs and take its test bed down,
+    so it skips (fails under ``CI=true``) instead. Runs on different roots
+    (``SLURM_TESTBED_ROOT``) go ahead at once: each test bed has its own mount, UTS and network
+    namespaces and its own lock (../shared/docs/testbed.md), and no cgroups."""
+    with open(f"{root}.run.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            busy = False
+        except BlockingIOError:
+            busy = True
+        if busy:
+            _skip_or_fail(
+                f"another run is using the test bed {root} (it holds {root}.run.lock); "
+                "set SLURM_TESTBED_ROOT to another directory to run beside it"
+            )
+        yield
+
+
+def _running_testbed(shared: Path, root: Path) -> Iterator[Testbed]:
     script = shared / "testbed" / "slurm-testbed.sh"
     proc = script_command(script, "up", timeout=900)
     if proc.returncode != 0:
