@@ -12,7 +12,9 @@ must never end with exit status 0.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import nox
 
@@ -30,13 +32,68 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = None  # the interpreter running nox (checked above)
 
+# The real-Slurm suite: its tests, their marker, -rs for the reason when the test bed cannot run
+# here (a failure under CI=true), --durations to show where its time goes.
+INTEGRATION_ARGS = (
+    "tests/integration",
+    "-m",
+    "slurm",
+    "-p",
+    "no:cacheprovider",
+    "-v",
+    "-rs",
+    "--durations=15",
+)
+
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit, contract and end-to-end tests (real subprocesses, real HTTP, real nats-server)."""
+    """Unit, contract and end-to-end tests, and beside them the real-Slurm suite.
+
+    The real-Slurm suite (``tests/integration``, marker ``slurm``; what ``nox -s integration``
+    runs alone) mostly waits for Slurm, so it runs as a second pytest process while the unit
+    tests (``-m "not slurm and not soak"``: the short soak is in, the long one out) run in this
+    one. Its output goes to ``.nox/integration.log`` and is printed once both are done; the
+    session fails if either failed. It skips with the reason where it cannot run (not root, no
+    Debian mirror to build the test bed root), fails instead under ``CI=true``, and is left out
+    with ``CCSA_SLURM_TESTBED=0`` or when arguments are given (``nox -s tests -- ARGS`` runs
+    only ``pytest ARGS``).
+    """
     session.install("-e", ".[test]")
-    args = session.posargs or ["-m", "not slurm and not soak", "-p", "no:cacheprovider"]
-    session.run("pytest", *args, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    if session.posargs:
+        session.run("pytest", *session.posargs, env=env)
+        return
+    unit = ["-m", "not slurm and not soak", "-p", "no:cacheprovider"]
+    if os.environ.get("CCSA_SLURM_TESTBED", "1") != "1":
+        session.run("pytest", *unit, env=env)
+        return
+    log = Path(".nox", "integration.log")
+    log.parent.mkdir(exist_ok=True)
+    python = str(Path(session.bin, "python"))
+    argv = [python, "-m", "pytest", *INTEGRATION_ARGS]
+    session.log(f"real-Slurm suite in the background: {' '.join(argv[1:])} > {log}")
+    with log.open("wb") as out:
+        slurm = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env, "CCSA_SLURM_TESTBED": "1"},
+        )
+    unit_failed: BaseException | None = None
+    try:
+        session.run("pytest", *unit, env=env)
+    except BaseException as exc:  # nox's failure or Ctrl-C (which the suite's process got too:
+        unit_failed = exc  # same process group; its fixtures stop the test bed): wait for it
+    status = slurm.wait()
+    print(f"\n===== real-Slurm suite ({log}, exit {status}) =====", flush=True)
+    sys.stdout.write(log.read_text(errors="replace"))
+    sys.stdout.flush()
+    if unit_failed is not None:
+        raise unit_failed
+    if status != 0:
+        session.error(f"the real-Slurm suite failed (exit {status}); its output is above")
 
 
 @nox.session(python=PYTHON)
@@ -93,11 +150,6 @@ def integration(session: nox.Session) -> None:
     session.run(
         "pytest",
         *(session.posargs or ["tests/integration"]),
-        "-m",
-        "slurm",
-        "-p",
-        "no:cacheprovider",
-        "-v",
-        "-rs",  # the reason when the test bed cannot run here (a failure under CI=true)
+        *INTEGRATION_ARGS[1:],
         env={"CCSA_SLURM_TESTBED": os.environ.get("CCSA_SLURM_TESTBED", "1")},
     )
