@@ -519,6 +519,8 @@ def cmd_sacct(
             d = render.sacct_job(
                 ctx, item, script=False, lag=0.0, run_override=r, state_override=r.ended
             )
+            if blank_users:
+                d["user"] = d["group"] = ""
             docs.append(d)
             if dp is not None:
                 frags.append(fragment(d))
