@@ -243,6 +243,28 @@ def test_a_run_not_yet_ended_in_sacct_never_takes_the_next_runs_allocation() -> 
     assert all(r.hwthreads for r in starts[0].body.resources)
 
 
+def test_a_run_requeued_then_cancelled_is_one_start_and_a_cancelled_stop() -> None:
+    """Test bed job 35 as a ``--duplicates`` window prints it (the daemon never saw it in
+    squeue): the REQUEUED run and the CANCELLED record that never started. One start under the
+    run's start, one stop as cancelled at the requeue time; nothing for the other record, and
+    nothing more once the start and stop are known."""
+    first, cancelled = _acct("requeue-cancelled-sacct-duplicates.json")
+    assert convert.start_time(cancelled) is None  # 4294967294: never started
+    s1, e1 = first.time.start, first.time.end
+    assert isinstance(s1, int)
+    actions = _plan([first, cancelled], {}, [], now=None)
+    assert [(type(a), a.key) for a in actions] == [
+        (QueueStart, JobKey(C, 35, s1)),
+        (QueueStop, JobKey(C, 35, s1)),
+    ]
+    stop = actions[1]
+    assert isinstance(stop, QueueStop)
+    assert (stop.body.job_state, stop.body.stop_time) == ("cancelled", e1)
+    for phase in ("stop_queued", "stopped"):
+        row = KnownJob(JobKey(C, 35, s1), phase, partition=first.partition)
+        assert _plan([first, cancelled], {}, [row], now=None) == []
+
+
 def test_het_components_are_separate_jobs_with_their_own_resources() -> None:
     """#18 item 5: each het component is its own cc-backend job under its raw id."""
     accts = _acct("het-completed-sacct.json")
