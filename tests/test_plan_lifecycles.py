@@ -18,6 +18,7 @@ import msgspec
 
 from ccsa import convert
 from ccsa.convert import ConvertOptions
+from ccsa.daemon import runs
 from ccsa.daemon.plan import (
     CONFIGURING_LIMIT,
     Action,
@@ -302,3 +303,18 @@ def test_the_real_resize_is_the_same_run() -> None:
         assert [(type(a), a.key) for a in actions] == [(QueueStop, delivered.key)]
         assert isinstance(actions[0], QueueStop)
         assert (actions[0].body.start_time, actions[0].body.stop_time) == (s0, r + 30)
+
+
+def test_a_lookup_plans_the_latest_record_and_the_runs_ccsa_knows() -> None:
+    """``sacct -j 35 --duplicates`` (test bed job 35) plus an older job that had id 35 before a
+    slurmctld state reset: a lookup keeps the latest record and the runs ccsa knows, never
+    the older job's."""
+    first, cancelled = _acct("requeue-cancelled-sacct-duplicates.json")
+    older = _finished(
+        msgspec.structs.replace(first, time=SacctTime(start=1000, submission=990)), 1100
+    )
+    s1 = first.time.start
+    assert isinstance(s1, int)
+    answer = [older, first, cancelled]
+    assert runs.lookup_records(answer, set()) == [cancelled]
+    assert runs.lookup_records(answer, {(35, s1)}) == [first, cancelled]

@@ -89,3 +89,36 @@ async def test_a_run_requeued_then_cancelled_unseen_in_squeue_is_delivered(
         (job, first.start, first.end, "cancelled")
     ]
     assert [r.hostname for r in starts[0].resources] == list(first.hosts)
+
+
+async def test_a_lookup_by_id_finds_the_earlier_run_it_knows(tmp_path: Path, store: Store) -> None:
+    """ccsa queued the run's start while it ran; the job is then requeued and cancelled while
+    it pends. A lookup by id (the stuck-job check's, for a job cc-backend shows running that
+    squeue no longer lists) must stop that run: ``sacct -j`` without ``--duplicates`` prints
+    only the CANCELLED record that never started (test bed job 35), so before the fix the
+    lookup stopped nothing and the run stayed running in cc-backend."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
+    (job,) = sim.submit_many(
+        [
+            JobSpec(
+                user="alice",
+                submit=T0 + 10,
+                duration=300,
+                requeue_after=60,
+                cancel_requeued_after=2,
+            )
+        ]
+    )
+    sync = syncer(sim, store)
+    sim.set_now(T0 + 30)
+    await sync.tick("c1")
+    assert [s.job_id for s in queued(store)[0]] == [job]
+    sim.set_now(T0 + 400)
+    await sync.lookup("c1", [job], with_queue=False)
+    (truth,) = (t for t in sim.jobs() if t.job_id == job)
+    (first,) = truth.earlier
+    starts, stops = queued(store)
+    assert [(s.job_id, s.start_time) for s in starts] == [(job, first.start)]
+    assert [(s.job_id, s.start_time, s.stop_time, s.job_state) for s in stops] == [
+        (job, first.start, first.end, "cancelled")
+    ]

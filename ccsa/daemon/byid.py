@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 
 import trio
 
+from ccsa.daemon import runs
 from ccsa.daemon.live import LiveRecords
 from ccsa.daemon.metadata import MetadataSource
 from ccsa.daemon.plan import NO_METADATA, Metadata, of_cluster
@@ -69,8 +70,8 @@ async def fetch(parts: Parts, cluster: str, wanted: list[int], *, with_queue: bo
     with_scripts = with_queue and parts.scripts.ask_sacct(cluster)
 
     async def get_sacct() -> None:
-        doc = await parts.slurm.sacct_jobs(cluster, wanted, scripts=with_scripts)
-        accts.extend(doc.jobs)
+        doc = await parts.slurm.sacct_jobs(cluster, wanted, scripts=with_scripts, duplicates=True)
+        accts.extend(runs.lookup_records(doc.jobs, known_wanted))
         bad.extend(doc.bad)
 
     async def get_queue() -> None:

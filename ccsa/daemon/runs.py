@@ -24,7 +24,7 @@ plans a sacct record, given the start times under which ccsa already knows the j
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from ccsa import convert
 from ccsa.slurm.sacct import SacctJob
@@ -124,3 +124,29 @@ def same_run_record(q: QueueJob, acct: SacctJob) -> bool:
     if other_run(q, acct):
         return False
     return convert.queue_start_time(q) == convert.start_time(acct) or num(q.restart_cnt) is not None
+
+
+def lookup_records(accts: Iterable[SacctJob], known: Collection[tuple[int, int]]) -> list[SacctJob]:
+    """The records a lookup by id plans, out of ``sacct -j IDS --duplicates``: each job's
+    latest record (the last submitted: a requeue and a resize resubmit the job) and the
+    records of runs ccsa knows (``known``: (job_id, start)). ``sacct -j`` without
+    ``--duplicates`` hides a requeued job's earlier runs (docs/real-slurm.md), which a lookup
+    needs to stop or re-send them; older jobs that had the same id (before a slurmctld state
+    reset) are not planned again.
+    """
+    by_id: dict[int, list[SacctJob]] = {}
+    for acct in accts:
+        by_id.setdefault(acct.job_id, []).append(acct)
+    out: list[SacctJob] = []
+    for jid, recs in by_id.items():
+        latest = max(_submitted(r) for r in recs)
+        out.extend(
+            r
+            for r in recs
+            if _submitted(r) == latest or (jid, convert.start_time(r) or -1) in known
+        )
+    return out
+
+
+def _submitted(acct: SacctJob) -> int:
+    return convert.timestamp(acct.time.submission) or 0

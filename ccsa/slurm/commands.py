@@ -166,17 +166,22 @@ class Slurm:
         return await self._jobs("sacct", args, sacct.decode_file)
 
     async def sacct_jobs(
-        self, cluster: str, ids: Sequence[int], *, scripts: bool = False
+        self, cluster: str, ids: Sequence[int], *, scripts: bool = False, duplicates: bool = False
     ) -> SacctDoc:
         """sacct records of ``ids`` (plus the tasks/components of asked array/het ids).
 
         ``scripts``: add ``--batch-script``, so that where slurmdbd stores job scripts
         (AccountingStoreFlags=job_script) each record's ``script`` field carries it.
+        ``duplicates``: add ``--duplicates``: every record of each id (earlier runs of a
+        requeued job, but also older jobs that had the same id before a slurmctld state
+        reset; the caller picks), not only the latest.
         """
         chunks = self._chunks(ids)
         if not chunks:
             return SacctDoc()
         extra = ["--batch-script"] if scripts else []
+        if duplicates:
+            extra.append("--duplicates")
 
         async def one(chunk: list[int]) -> SacctDoc:
             args = ["--cluster", cluster, "-j", ",".join(map(str, chunk)), *extra, "--json"]
