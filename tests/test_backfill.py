@@ -139,6 +139,13 @@ async def test_three_day_window_in_chunks_then_idempotent(tmp_path: Path) -> Non
         assert len(env.standin.request_log) == requests
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default action. A shell without job control starts
+    background commands with SIGINT ignored (bash(1) "SIGNALS"), children inherit that, and
+    Python then installs no KeyboardInterrupt handler: the backfill ran to its end (exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_interrupted_cli_run_resumes(tmp_path: Path) -> None:
     async with environment(tmp_path, 120) as env:
         env.standin.faults.latency("start_job", 0.1)
@@ -151,7 +158,7 @@ async def test_interrupted_cli_run_resumes(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             proc: trio.Process = await nursery.start(
                 partial(trio.run_process, argv, check=False, capture_stdout=True,
-                        capture_stderr=True)
+                        capture_stderr=True, preexec_fn=_default_sigint)
             )  # fmt: skip
             with trio.fail_after(60):
                 while len(env.standin.requests("start_job")) < 20:
