@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 
+from ccsa.sim.slurm import faults
+
 HELP = """\
 A simulated Slurm cluster whose sacct, squeue, scontrol, sinfo and sacctmgr are real executables
 answering from a seeded, deterministic job schedule kept in DIR.
@@ -71,16 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "kind",
         nargs="?",
-        choices=(
-            "latency",
-            "hang",
-            "exit",
-            "truncate",
-            "garbage",
-            "dbd_down",
-            "ctld_down",
-            "dbd_lag",
-        ),
+        choices=faults.KINDS,
     )
     f.add_argument(
         "--command", default="*", help="sacct|squeue|scontrol|sinfo|sacctmgr|sdiag|* (*)"
