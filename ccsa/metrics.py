@@ -65,6 +65,11 @@ _COUNTERS = (
         "ccsa_refused_reruns",
         "Starts cc-backend refused: a rerun within 86,400 s of an earlier run (parked).",
     ),
+    (
+        "refused_adopted",
+        "ccsa_refused_adopted",
+        "Starts taken for refused reruns that cc-backend later listed running (stop sent).",
+    ),
 )
 
 #: Labelled counters of `Stats` by cluster: (Stats field, metric name, help).

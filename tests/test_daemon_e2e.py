@@ -623,6 +623,7 @@ class StuckWorld:
         self.in_squeue: set[int] = set()
         self.lookups: list[tuple[list[int], bool, list[tuple[int, int]]]] = []
         self.checks: list[float] = []
+        self.woken = False
         self._now = now
         self.delivery = self
         self.client = self
@@ -632,6 +633,9 @@ class StuckWorld:
 
     def now(self) -> float:
         return self._now
+
+    def on_queued(self) -> None:
+        self.woken = True
 
     async def running_jobs(self) -> list[Running]:
         self.checks.append(trio.current_time())
@@ -710,6 +714,41 @@ async def test_stuck_check_both_directions(tmp_path: Path) -> None:
     assert ([1], True, [(1, 100)]) in world.lookups
     assert all(2 not in ids for ids, _, _ in world.lookups)
     assert checked == 4
+
+
+async def test_stuck_check_sends_the_stop_of_a_refused_start_cc_backend_runs(
+    tmp_path: Path,
+) -> None:
+    """A start parked as a refused rerun (422) that cc-backend lists as running: the 422 was
+    for another run (after a lost state database the re-read sent the job's later run first,
+    whose 422 was taken for "delivered twice"). Before the fix the run stayed "running" in
+    cc-backend for good: its stop waited parked beside the start and no lookup could queue
+    another (long soak 2026-12-06, job 14531)."""
+    from ccsa.ccbackend.models import Resource, StartJob, StopJob
+    from ccsa.daemon.plan import JobKey, QueueStart, QueueStop
+    from ccsa.daemon.store import Store
+    from ccsa.daemon.stuck import stuck_check
+
+    now = 1_700_100_000.0
+    first = JobKey("c1", 5, 100)
+    start = StartJob(
+        job_id=5, cluster="c1", user="u", project="p", num_nodes=1,
+        resources=[Resource(hostname="n1")], start_time=100, shared="none",
+    )  # fmt: skip
+    stop = StopJob(job_id=5, cluster="c1", job_state="cancelled", stop_time=280, start_time=100)
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        _started(store, 5, 300, now - 3600)  # the later run, its 422 taken as "delivered"
+        store.apply("c1", [QueueStart(first, start, "p", True), QueueStop(first, stop, "p")],
+                    now=now - 3000, rest=True, nats=False)  # fmt: skip
+        (row,) = [r for r in store.eligible(0, 10) if r.kind == "start"]
+        store.park(row, 422, "refused rerun", now - 3000)
+        world = StuckWorld(store, now)
+        world.cc_running = [Running("c1", 5, 100)]  # cc-backend holds the first run
+        await stuck_check(world, world, world.clusters, world.stats, 600)  # type: ignore[arg-type]
+        assert [(r.key, r.kind) for r in store.eligible(0, 10)] == [(first, "stop")]
+        assert store.parked_count() == 0
+    assert world.woken
+    assert world.stats.refused_adopted == 1
 
 
 async def test_stuck_loop_runs_every_cc_poll_interval(

@@ -193,6 +193,32 @@ def test_stop_for_parked_start_is_parked_on_arrival(store: Store) -> None:
     assert [r.kind for r in store.outbox_rows()] == ["start", "stop"]
 
 
+def test_a_refused_start_cc_backend_lists_running_is_adopted_with_its_stop(
+    store: Store,
+) -> None:
+    """After a lost state database the re-read sends a requeued job's second run first:
+    cc-backend answers 422 (it has the first run), taken for a start delivered twice; then the
+    first run's start, 422 again, now taken for a refused rerun and parked with its stop. The
+    first run stayed "running" in cc-backend for good (long soak 2026-12-06, job 14531:
+    parked start 1796536608 while cc-backend listed exactly that run). cc-backend's running
+    list proves which start it has: that parked start is delivered, its stop goes out."""
+    store.apply("c1", [start(7, st=100), stop(7, st=100, end=130), start(8, st=100)],
+                now=1.0, rest=True, nats=False)  # fmt: skip
+    first = next(r for r in store.eligible(0, 10) if r.key.job_id == 7)
+    assert store.park(first, 422, "a job with that jobId, cluster and startTime already "
+                      "exists", 2.0) == 2  # fmt: skip
+    eight = next(r for r in store.eligible(0, 10) if r.key.job_id == 8)
+    store.park(eight, 422, "refused rerun", 2.0)
+    adopted = store.adopt_parked_starts("c1", {(7, 100), (9, 50)}, now=3.0)
+    assert adopted == [JobKey("c1", 7, 100)]
+    assert [(r.key.job_id, r.kind) for r in store.eligible(0, 10)] == [(7, "stop")]
+    row = store.job(JobKey("c1", 7, 100))
+    assert row is not None
+    assert (row.phase, row.start_delivered_at) == ("stop_queued", 3.0)  # its stop is queued
+    assert [p.row.key.job_id for p in store.parked()] == [8]  # not listed: stays parked
+    assert store.adopt_parked_starts("c1", {(7, 100)}, now=4.0) == []  # once
+
+
 def test_update_resources_patches_pending_start(store: Store) -> None:
     store.apply("c1", [start(1, hosts=("a", "b"))], now=1.0, rest=True, nats=False)
     full = [Resource(hostname="a", hwthreads=[0, 1]), Resource(hostname="b", hwthreads=[2])]

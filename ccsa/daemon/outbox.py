@@ -10,7 +10,7 @@ after a re-drive (rows keep their ids).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,6 +114,18 @@ def _rearm_waiting(db: sqlite3.Connection, rid: int) -> bool:
     )
     db.execute("DELETE FROM parked WHERE id=?", (rid,))
     return True
+
+
+def _unpark(db: sqlite3.Connection, rid: int) -> None:
+    """Move parked row `rid` back to the outbox under its own id (a start stays before its
+    stops)."""
+    db.execute(
+        f"INSERT INTO outbox ({ROW_COLS}) SELECT id, cluster, job_id, start_time, "
+        "kind, body, partition, rest_pending, nats_pending, 0, last_error, created "
+        "FROM parked WHERE id=?",
+        (rid,),
+    )
+    db.execute("DELETE FROM parked WHERE id=?", (rid,))
 
 
 class Outbox(StateDB):
@@ -274,13 +286,45 @@ class Outbox(StateDB):
                             )
                         ]
             for rid in sorted(set(chosen)):
-                if _rearm_waiting(db, rid):
-                    continue
-                db.execute(
-                    f"INSERT INTO outbox ({ROW_COLS}) SELECT id, cluster, job_id, start_time, "
-                    "kind, body, partition, rest_pending, nats_pending, 0, last_error, created "
-                    "FROM parked WHERE id=?",
-                    (rid,),
-                )
-                db.execute("DELETE FROM parked WHERE id=?", (rid,))
+                if not _rearm_waiting(db, rid):
+                    _unpark(db, rid)
             return len(set(chosen))
+
+    def adopt_parked_starts(
+        self, cluster: str, running: Collection[tuple[int, int]], now: float
+    ) -> list[JobKey]:
+        """cc-backend lists these (job id, start time) runs of `cluster` as running, so their
+        starts reached it, whatever its answer said: a start parked as a refused rerun among
+        them was taken for the wrong run. That happens when ccsa sent a later run of the job
+        first without knowing cc-backend already had the earlier one (after a lost state
+        database, or two planners that raced): cc-backend's 422 names no start time
+        (v1.5.4 internal/api/job.go startJob). Such a start is recorded as delivered and the
+        stops parked with it go back to the outbox, so the run cc-backend holds is stopped.
+        Returns the keys adopted."""
+        adopted: list[JobKey] = []
+        with self._tx() as db:
+            parked = db.execute(
+                "SELECT id, job_id, start_time FROM parked WHERE cluster=? AND kind='start' "
+                "AND status=422",
+                (cluster,),
+            ).fetchall()
+            for rid, job_id, start in parked:
+                if (job_id, start) not in running:
+                    continue
+                key = JobKey(cluster, int(job_id), int(start))
+                db.execute("DELETE FROM parked WHERE id=?", (rid,))
+                db.execute(
+                    "UPDATE jobs SET phase=CASE WHEN phase IN ('start_queued', 'parked') THEN "
+                    "'started' ELSE phase END, start_delivered_at=coalesce(start_delivered_at, "
+                    "?), updated=? WHERE cluster=? AND job_id=? AND start_time=?",
+                    (now, now, *key),
+                )
+                stops = db.execute(
+                    "SELECT id FROM parked WHERE cluster=? AND job_id=? AND start_time=? AND "
+                    "kind='stop'",
+                    key,
+                ).fetchall()
+                for (sid,) in stops:
+                    _unpark(db, int(sid))
+                adopted.append(key)
+        return adopted

@@ -44,6 +44,8 @@ class Stats:
     node_state_failures: int = 0
     #: starts cc-backend refused as a rerun within 86,400 s of an earlier run (issue 18 item 1)
     refused_reruns: int = 0
+    #: of those, starts cc-backend later listed as running (the 422 was for another run)
+    refused_adopted: int = 0
     #: rows dropped by unknownClusterRetention, by cluster (issue 17 item 7)
     retention_dropped: Counter[str] = field(default_factory=Counter)
     #: answers that paused a channel (401/403, a proxy's page), by HTTP status (issue 17 item 2)

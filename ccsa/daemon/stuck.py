@@ -1,9 +1,11 @@
 """The stuck-job checker: compare cc-backend's running jobs with Slurm and the store.
 
-Two directions, per managed cluster (jobs of other clusters are ignored):
+Per managed cluster (jobs of other clusters are ignored):
 
 * running in cc-backend but not running here (gone from slurmctld, finished per ``sacct -j``)
   -> its stop is queued;
+* a start parked as a refused rerun (a 422) that cc-backend lists as running -> it is recorded
+  as delivered and its parked stops go back to the outbox (`Store.adopt_parked_starts`);
 * delivered as started more than ``min_age`` ago but not running in cc-backend -> the start is
   queued again (plus its stop if the job ended). Younger starts may still sit in cc-backend's
   job_cache, which ``GET /api/jobs/`` does not list (docs/ccbackend.md §12 #1; commit worker
@@ -88,6 +90,17 @@ async def stuck_check(
     now = syncer.now()
     checked = requeued = 0
     for cluster in clusters:
+        in_cc = {(j.job_id, j.start_time) for j in running if j.cluster == cluster}
+        adopted = syncer.store.adopt_parked_starts(cluster, in_cc, now)
+        if adopted:
+            syncer.on_queued()
+        for key in adopted:
+            stats.refused_adopted += 1
+            log.warning(
+                "%s: job %d: cc-backend runs start %d, whose start_job answer (422) was taken "
+                "for a refused rerun: recorded as delivered, its stop goes out",
+                cluster, key.job_id, key.start_time,
+            )  # fmt: skip
         suspects, lost = stuck_candidates(
             cluster, running, syncer.store.known_jobs(cluster), now, min_age
         )
