@@ -149,6 +149,30 @@ def test_a_lagging_record_of_the_allocation_time_is_the_same_run() -> None:
         assert actions[0].body.start_time == RESET
 
 
+def test_the_stop_goes_to_the_start_cc_backend_has_when_two_planners_raced() -> None:
+    """Two planners raced over a power-up job (long soak 2026-12-06, job 17159): one queued
+    its start under the allocation time, the other under the reset time; the reset time's
+    went out first, the allocation time's got cc-backend's 422 and is parked. The run
+    cc-backend has must get the stop: before, the record was mapped to the earlier known start
+    (the same run), whose stop waited parked beside it, and the job stayed running in
+    cc-backend for good."""
+    parked = KnownJob(JobKey(C, JOB, ALLOCATED), "start_queued", partition="boot")
+    delivered = KnownJob(JobKey(C, JOB, RESET), "started", partition="boot",
+                         start_delivered_at=RESET + 5)  # fmt: skip
+    (running,) = _acct("powerup-running-sacct.json")
+    done = _finished(running, RESET + 21)
+    stops = [a for a in _plan([done], {}, [parked, delivered], now=RESET + 30)
+             if isinstance(a, QueueStop) and a.body.job_state == "completed"]  # fmt: skip
+    assert [(a.key, a.body.start_time, a.body.stop_time) for a in stops] == [
+        (delivered.key, RESET, RESET + 21)
+    ]
+    # the usual case is unchanged: the start that reached cc-backend is the earlier one
+    first = KnownJob(JobKey(C, JOB, ALLOCATED), "started", partition="boot",
+                     start_delivered_at=ALLOCATED + 5)  # fmt: skip
+    actions = _plan([done], {}, [first], now=RESET + 30)
+    assert [(type(a), a.key) for a in actions] == [(QueueStop, first.key)]
+
+
 def test_a_resize_is_the_same_run() -> None:
     """Resize: the first record ends RESIZING, a new one starts at the resize time (submit =
     eligible = start = resize time, restart count unchanged). One cc-backend job."""

@@ -230,7 +230,8 @@ def decide(
 
     for acct in accts:
         jid = acct.job_id
-        run = runs.run_of(acct, _starts(by_id.get(jid, ())), records[jid])
+        rows = by_id.get(jid, ())
+        run = runs.run_of(acct, _starts(rows), records[jid], _delivered(rows))
         if run is None:
             continue
         start, moved = run
@@ -287,6 +288,11 @@ def _rows_by_id(rows: Iterable[KnownJob]) -> dict[int, list[KnownJob]]:
 def _starts(rows: Iterable[KnownJob]) -> list[int]:
     """The start times under which ccsa knows a job's runs (not merely waiting ones)."""
     return [r.key.start_time for r in rows if r.phase != "waiting"]
+
+
+def _delivered(rows: Iterable[KnownJob]) -> set[int]:
+    """The start times of a job's runs whose start reached cc-backend."""
+    return {r.key.start_time for r in rows if r.start_delivered_at is not None}
 
 
 def _records_by_id(accts: Iterable[SacctJob]) -> dict[int, list[SacctJob]]:

@@ -39,16 +39,27 @@ REQUEUED_RUN = frozenset(
 
 
 def run_of(
-    acct: SacctJob, known: Sequence[int], recs: Iterable[SacctJob]
+    acct: SacctJob,
+    known: Sequence[int],
+    recs: Iterable[SacctJob],
+    delivered: Collection[int] = (),
 ) -> tuple[int, bool] | None:
     """(the start under which this record's run is planned, whether that is an earlier known
     start of the same run); None: never started, RESIZING, or a lagging image of a known run.
 
     ``known``: the start times under which ccsa knows the job (rows not merely waiting);
-    ``recs``: every record of the job in the same answer.
+    ``recs``: every record of the job in the same answer; ``delivered``: those of ``known``
+    whose start reached cc-backend. A record whose own start is delivered while no earlier one
+    is, is planned under it: when two planners raced and queued the same run under two starts
+    (a power-up's allocation and reset times), the one cc-backend has gets the stop, not the
+    earlier one it refused (that one's stop would wait, parked, for good).
     """
     start = convert.start_time(acct)
-    if start is None or resizing(acct) or lagging(acct, start, known):
+    if start is None or resizing(acct):
+        return None
+    if start in delivered and not any(s < start for s in delivered):
+        return start, False
+    if lagging(acct, start, known):
         return None
     same = same_run(acct, start, known, recs)
     return (start, False) if same is None else (same, True)
