@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import pytest
@@ -121,4 +123,48 @@ async def test_a_lookup_by_id_finds_the_earlier_run_it_knows(tmp_path: Path, sto
     assert [(s.job_id, s.start_time) for s in starts] == [(job, first.start)]
     assert [(s.job_id, s.start_time, s.stop_time, s.job_state) for s in stops] == [
         (job, first.start, first.end, "cancelled")
+    ]
+
+
+async def test_the_stuck_check_stops_the_allocation_start_cc_backend_kept(
+    tmp_path: Path, store: Store
+) -> None:
+    """A power-up job whose start reached cc-backend under the allocation time; then the state
+    database was lost, and the re-read sent the start under the reset time (cc-backend's 422
+    taken for "delivered twice") and its stop (404, "done"). cc-backend still lists the run
+    under the allocation time. Before the fix the stuck-job check's lookup planned the record
+    (reset time, already stopped) and nothing more: the run stayed running for good (long soak
+    2026-12-06, job 12718). Now the unknown run is recorded as started and gets the stop."""
+    from ccsa.daemon.plan import JobKey, QueueStart, QueueStop
+    from ccsa.daemon.stats import Stats
+    from ccsa.daemon.stuck import stuck_check
+
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
+    (job,) = sim.submit_many([JobSpec(user="alice", submit=T0 + 10, duration=60, boot_delay=20)])
+    sim.set_now(T0 + 400)
+    (truth,) = (t for t in sim.jobs() if t.job_id == job)
+    assert truth.start is not None
+    assert truth.end is not None
+    assert truth.allocated < truth.start  # the reset moved the start
+    sync = syncer(sim, store)
+    reset = JobKey("c1", job, truth.start)
+    body = StartJob(job_id=job, cluster="c1", user="alice", project="p", num_nodes=1,
+                    resources=[], start_time=truth.start, shared="none")  # fmt: skip
+    stop = StopJob(job_id=job, cluster="c1", job_state="completed", stop_time=int(truth.end),
+                   start_time=truth.start)  # fmt: skip
+    store.apply("c1", [QueueStart(reset, body, "p", True), QueueStop(reset, stop, "p")],
+                now=T0 + 300, rest=True, nats=False)  # fmt: skip
+    for _ in range(2):  # the 422 of the start, then the 404 of its stop: both "done"
+        for row in store.eligible(0, 10):
+            store.rest_done(row, publish_nats=False, now=T0 + 301)
+    assert store.outbox_depth() == 0
+
+    class Backend:
+        async def running_jobs(self) -> list[Any]:
+            return [SimpleNamespace(cluster="c1", job_id=job, start_time=truth.allocated)]
+
+    await stuck_check(Backend(), sync, ["c1"], Stats())  # type: ignore[arg-type]
+    _, stops = queued(store)
+    assert [(s.start_time, s.stop_time, s.job_state) for s in stops] == [
+        (truth.allocated, truth.end, "completed")
     ]

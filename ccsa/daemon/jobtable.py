@@ -184,6 +184,24 @@ class JobTable(StateDB):
             )
             return cur.rowcount
 
+    def adopt_running(self, cluster: str, keys: Iterable[tuple[int, int]], now: float) -> int:
+        """Record runs that cc-backend lists as running but this store does not know (their
+        start reached cc-backend before the state database was lost) as started, so that the
+        lookup which follows plans their stop from the finished record of the same run (a
+        power-up's record moved to the reset time, a requeued run's REQUEUED record). Returns
+        how many were recorded."""
+        n = 0
+        with self._tx() as db:
+            for job_id, start in keys:
+                cur = db.execute(
+                    "INSERT INTO jobs (cluster, job_id, start_time, phase, resources_complete, "
+                    "start_delivered_at, updated) VALUES (?, ?, ?, 'started', 1, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (cluster, job_id, start, now, now),
+                )
+                n += cur.rowcount
+        return n
+
     def earlier_run(self, key: JobKey, window: float) -> int | None:
         """The start time of another run of the same job id and cluster whose start reached
         cc-backend and that cc-backend's duplicate check matches (``new start - its start <

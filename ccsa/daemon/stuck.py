@@ -3,7 +3,8 @@
 Per managed cluster (jobs of other clusters are ignored):
 
 * running in cc-backend but not running here (gone from slurmctld, finished per ``sacct -j``)
-  -> its stop is queued;
+  -> its stop is queued (a run the store does not know, after a lost state database, is first
+  recorded as started, so the stop goes to the start cc-backend has: `Store.adopt_running`);
 * a start parked as a refused rerun (a 422) that cc-backend lists as running -> it is recorded
   as delivered and its parked stops go back to the outbox (`Store.adopt_parked_starts`);
 * delivered as started more than ``min_age`` ago but not running in cc-backend -> the start is
@@ -101,14 +102,16 @@ async def stuck_check(
                 "for a refused rerun: recorded as delivered, its stop goes out",
                 cluster, key.job_id, key.start_time,
             )  # fmt: skip
-        suspects, lost = stuck_candidates(
-            cluster, running, syncer.store.known_jobs(cluster), now, min_age
-        )
+        known = syncer.store.known_jobs(cluster)
+        suspects, lost = stuck_candidates(cluster, running, known, now, min_age)
         checked += len(suspects) + len(lost)
         if suspects:
             alive = {q.job_id for q in await syncer.slurm.squeue_jobs(cluster, suspects)}
             gone = [j for j in suspects if j not in alive]
             if gone:
+                ended = set(gone)
+                unknown = [k for k in in_cc if k[0] in ended and k not in known]
+                syncer.store.adopt_running(cluster, sorted(unknown), now)
                 res = await syncer.lookup(cluster, gone, with_queue=False)
                 stats.stuck_stopped += res.applied.stops
         if lost:
