@@ -15,18 +15,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from sim_syncer import T0, syncer
 
-from ccsa import convert
 from ccsa.ccbackend.models import StartJob, StopJob
 from ccsa.daemon.store import Store
-from ccsa.daemon.sync import Syncer
 from ccsa.errors import SlurmError
 from ccsa.sim.slurm import JobSpec, SimCluster
-from ccsa.slurm.commands import Slurm
-from ccsa.slurm.runner import SlurmRunner
-
-T0 = 1_700_000_000.0
-OVERLAP = 60.0
 
 
 @pytest.fixture
@@ -34,21 +28,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(tmp_path / "state.sqlite3")
     yield s
     s.close()
-
-
-def syncer(sim: SimCluster, store: Store) -> Syncer:
-    slurm = Slurm(SlurmRunner(str(sim.bin_dir), max_concurrent=4, timeout=30))
-    return Syncer(
-        slurm,
-        store,
-        convert.ConvertOptions(),
-        now=lambda: sim.host_now,  # the daemon's clock (Slurm's may be skewed)
-        rest=True,
-        nats=False,
-        overlap=OVERLAP,
-        max_span=7 * 86400,
-        initial_start=lambda: T0,
-    )
 
 
 def queued(store: Store) -> tuple[dict[int, StartJob], dict[int, StopJob]]:

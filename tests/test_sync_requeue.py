@@ -16,16 +16,11 @@ from typing import Any
 
 import msgspec
 import pytest
+from sim_syncer import T0, syncer
 
-from ccsa import convert
 from ccsa.ccbackend.models import StartJob, StopJob
 from ccsa.daemon.store import Store
-from ccsa.daemon.sync import Syncer
 from ccsa.sim.slurm import JobSpec, SimCluster
-from ccsa.slurm.commands import Slurm
-from ccsa.slurm.runner import SlurmRunner
-
-T0 = 1_700_000_000.0
 
 
 @pytest.fixture
@@ -33,21 +28,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(tmp_path / "state.sqlite3")
     yield s
     s.close()
-
-
-def syncer(sim: SimCluster, store: Store) -> Syncer:
-    slurm = Slurm(SlurmRunner(str(sim.bin_dir), max_concurrent=4, timeout=30))
-    return Syncer(
-        slurm,
-        store,
-        convert.ConvertOptions(),
-        now=lambda: sim.host_now,
-        rest=True,
-        nats=False,
-        overlap=60.0,
-        max_span=7 * 86400,
-        initial_start=lambda: T0,
-    )
 
 
 def queued(store: Store) -> tuple[list[StartJob], list[StopJob]]:
@@ -61,6 +41,17 @@ def queued(store: Store) -> tuple[list[StartJob], list[StopJob]]:
     return starts, stops
 
 
+def requeued_then_cancelled(tmp_path: Path) -> tuple[SimCluster, int]:
+    """A job that runs 60 s from T0 + 10, is requeued, and is cancelled 2 s later while it
+    pends (test bed job 35's lifecycle)."""
+    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
+    spec = JobSpec(
+        user="alice", submit=T0 + 10, duration=300, requeue_after=60, cancel_requeued_after=2
+    )
+    (job,) = sim.submit_many([spec])
+    return sim, job
+
+
 async def test_a_run_requeued_then_cancelled_unseen_in_squeue_is_delivered(
     tmp_path: Path, store: Store
 ) -> None:
@@ -68,18 +59,7 @@ async def test_a_run_requeued_then_cancelled_unseen_in_squeue_is_delivered(
     first poll comes after the cancelled record became eligible (a daemon that was down, or
     polls slower than the run). Before the fix (window without ``--duplicates``) nothing was
     queued: the run was lost. Now its start and a stop as cancelled at the requeue."""
-    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
-    (job,) = sim.submit_many(
-        [
-            JobSpec(
-                user="alice",
-                submit=T0 + 10,
-                duration=300,
-                requeue_after=60,
-                cancel_requeued_after=2,
-            )
-        ]
-    )
+    sim, job = requeued_then_cancelled(tmp_path)
     sim.set_now(T0 + 400)
     (truth,) = (t for t in sim.jobs() if t.job_id == job)
     (first,) = truth.earlier
@@ -99,18 +79,7 @@ async def test_a_lookup_by_id_finds_the_earlier_run_it_knows(tmp_path: Path, sto
     squeue no longer lists) must stop that run: ``sacct -j`` without ``--duplicates`` prints
     only the CANCELLED record that never started (test bed job 35), so before the fix the
     lookup stopped nothing and the run stayed running in cc-backend."""
-    sim = SimCluster.create(tmp_path / "sim", clusters=("c1",), start=T0, min_job_age=30)
-    (job,) = sim.submit_many(
-        [
-            JobSpec(
-                user="alice",
-                submit=T0 + 10,
-                duration=300,
-                requeue_after=60,
-                cancel_requeued_after=2,
-            )
-        ]
-    )
+    sim, job = requeued_then_cancelled(tmp_path)
     sync = syncer(sim, store)
     sim.set_now(T0 + 30)
     await sync.tick("c1")
